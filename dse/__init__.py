@@ -1,0 +1,37 @@
+"""lowrank-dse: the engine (decomposition, model surgery, studies, storage, CLI).
+
+Heavy parts import lazily (as optuna does), so ``import dse`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from space.errors import DataError, DseError, InvalidConfigError, StorageError, UnknownNameError
+
+__all__ = [
+    "DseError",
+    "InvalidConfigError",
+    "UnknownNameError",
+    "DataError",
+    "StorageError",
+    "load_model",
+    "load_decomposed",
+    "run_study",
+    "load_study",
+]
+
+_LAZY = {
+    "load_model": "dse.models:load_model",
+    "load_decomposed": "dse.saving:load_decomposed",
+    "run_study": "dse.study.api:run_study",
+    "load_study": "dse.study.api:load_study",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module_name, attr = _LAZY[name].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+    raise AttributeError(f"module 'dse' has no attribute {name!r}")
