@@ -1,0 +1,44 @@
+"""Session-wide fixtures: tiny-llama and the real SmolLM2 are loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing may be fetched from a hub at test time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real benchmark files (../shared/data beside the checkout, or $DSE_DATA_DIR)."""
+    from space.env import default_data_dir
+
+    found = default_data_dir()
+    if found is None or not found.is_dir():
+        pytest.skip("benchmark data directory not found (../shared/data or $DSE_DATA_DIR)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():  # type: ignore[no-untyped-def]
+    """A seeded random 4-layer Llama with SmolLM2's tokenizer (LoadedModel)."""
+    from dse.models import load_model
+
+    return load_model("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def smollm2():  # type: ignore[no-untyped-def]
+    """The real pretrained SmolLM2-135M-Instruct in float32 on CPU (LoadedModel).
+
+    Tests using it must be marked ``@pytest.mark.slow``; surgery they apply must be
+    undone (use ``dse.surgery.decomposed``), since the model is shared.
+    """
+    from dse.models import load_model
+
+    return load_model("smollm2-135m")
