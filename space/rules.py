@@ -143,7 +143,9 @@ class MinDistance(Rule):
 
 RULES: Registry[Rule] = Registry("rule")
 # The order rules are shown and applied in; also the order of RuleSet.labels().
-RULE_ORDER: tuple[str, ...] = ("rank-one", "whole-layers", "skip-early", "skip-late", "min-distance")
+RULE_ORDER: tuple[str, ...] = (
+    "rank-one", "whole-layers", "skip-early", "skip-late", "min-distance"
+)
 for _rule in (RankOne(), WholeLayers(), SkipEarly(), SkipLate(), MinDistance()):
     RULES.register(_rule.name, _rule)
 

@@ -107,7 +107,8 @@ def show(model: str, as_json: bool) -> None:
 
 
 @space.command(help="Exact size of the design space (Theorem 1) and of the space the rules leave. "
-                    "--rank R counts PR ∈ 1..R (default 1, Table II); --fixed-rank counts PR = R only.")
+                    "--rank R counts PR ∈ 1..R (default 1, Table II); --fixed-rank counts "
+                    "PR = R only.")
 @click.argument("model")
 @click.option("--rank", type=int, default=1, show_default=True,
               help="R: the largest pruned rank counted (1 ≤ R ≤ the largest min(H, W)).")
@@ -201,7 +202,8 @@ def check(model: str, layers: str, tensors: str, rank: int, rule_items: Sequence
     click.echo(
         f"B={batch}, S={seq_len}, {bytes_per_param:g} B/param: "
         f"{cost.macs / 1e9:,.1f} G MACs (was {cost.macs_before / 1e9:,.1f}), "
-        f"{cost.weight_bytes / 1e9:,.3f} GB of weights (was {cost.weight_bytes_before / 1e9:,.3f}), "
+        f"{cost.weight_bytes / 1e9:,.3f} GB of weights "
+        f"(was {cost.weight_bytes_before / 1e9:,.3f}), "
         f"OI {cost.operational_intensity:.1f} MACs/B (was {cost.operational_intensity_before:.1f})"
     )
     if verdict.allowed:

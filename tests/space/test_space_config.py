@@ -30,7 +30,8 @@ def test_valid_gamma_resolves_every_pair(llama: ModelSpec) -> None:
     [
         (DecompositionConfig(layers=(40,)), r"layer 40 is out of range: .* allowed 0\.\.31"),
         (DecompositionConfig(layers=(32,)), "layer 32 is out of range"),
-        (DecompositionConfig(layers=(2,), tensors=("query",)), "unknown tensor 'query'.*allowed: q, k"),
+        (DecompositionConfig(layers=(2,), tensors=("query",)),
+         "unknown tensor 'query'.*allowed: q, k"),
         (DecompositionConfig(layers=(2,), rank=4097), r"rank 4097 .* allowed 1\.\.4096"),
         (DecompositionConfig(layers=(2,), tensors=("q",), rank=None, ranks={"2:k": 1}),
          r"missing ranks for 2:q; ranks given for undecomposed pairs 2:k"),

@@ -25,7 +25,9 @@ from space.counting import (
     ("model", "log2_rounded"),
     [("bert-base", 18), ("bert-large", 30), ("llama2-7b", 39), ("llama2-70b", 87)],
 )
-def test_table2_log2_sizes(preset: Callable[[str], ModelSpec], model: str, log2_rounded: int) -> None:
+def test_table2_log2_sizes(
+    preset: Callable[[str], ModelSpec], model: str, log2_rounded: int
+) -> None:
     report = size_report(preset(model), rank=1)
     assert round(report.log2_size) == log2_rounded
     assert report.size == report.theorem1
@@ -39,7 +41,9 @@ def test_llama2_7b_exact_size(preset: Callable[[str], ModelSpec]) -> None:
     assert space_size(spec, rank=4096, fixed=True) == theorem1_size(32, 7, 1)
 
 
-def test_rank_above_some_tensor_ranks_is_counted_exactly(preset: Callable[[str], ModelSpec]) -> None:
+def test_rank_above_some_tensor_ranks_is_counted_exactly(
+    preset: Callable[[str], ModelSpec],
+) -> None:
     # SmolLM2's k and v are 192×576 (rank 192); the others have rank 576.
     spec = preset("smollm2-135m")
     layers = 2**30 - 1

@@ -35,6 +35,7 @@ PROFILES = [
     {"rank-one": 4, "whole-layers": None, "skip-early": 3, "skip-late": 3, "min-distance": 4},
 ]
 SPACES = [(3, False), (2, True), (4, True)]
+ALL7 = ("q", "k", "v", "o", "gate", "up", "down")
 
 
 def _rule_sets() -> list[RuleSet]:
@@ -48,7 +49,8 @@ def _rule_sets() -> list[RuleSet]:
 
 @pytest.fixture(scope="module")
 def enumerated(toy_spec: ModelSpec) -> dict[tuple[int, bool], list[DecompositionConfig]]:
-    return {space: list(enumerate_space(toy_spec, rank=space[0], fixed=space[1])) for space in SPACES}
+    return {(rank, fixed): list(enumerate_space(toy_spec, rank=rank, fixed=fixed))
+            for rank, fixed in SPACES}
 
 
 @pytest.mark.parametrize(("rank", "fixed"), SPACES)
@@ -100,8 +102,8 @@ def test_paper_case_study_configs_pass_the_rules(preset: Callable[[str], ModelSp
         (DecompositionConfig(layers=(10, 11)), "min-distance=2"),
         (DecompositionConfig(layers=(10,), tensors=("q", "k")), "whole-layers"),
         (DecompositionConfig(layers=(10,), rank=4), "rank-one=1"),
-        (DecompositionConfig(layers=(10,), ranks={f"10:{t}": 1 if t != "up" else 2
-                                                  for t in ("q", "k", "v", "o", "gate", "up", "down")}),
+        (DecompositionConfig(layers=(10,), rank=None, ranks={f"10:{t}": 2 if t == "up" else 1
+                                                             for t in ALL7}),
          "rank-one=1"),
     ],
 )
@@ -208,7 +210,7 @@ def test_empty_space_names_the_rule(preset: Callable[[str], ModelSpec]) -> None:
 def test_empty_space_by_rank_and_whole_layers(preset: Callable[[str], ModelSpec]) -> None:
     # SmolLM2's k and v have rank 192: PR = 300 needs sets without them, whole-layers forbids that.
     spec = preset("smollm2-135m")
-    rules = RuleSet.parse(["rank-one=300"], start=RuleSet.parse(["whole-layers"], start=RuleSet.off()))
+    rules = RuleSet(rules={"rank-one": 300, "whole-layers": None})
     assert pruned_candidates(spec, rules, rank=300) == 0
     assert emptying_rules(spec, rules, rank=300) == ["rank-one=300", "whole-layers"]
     assert pruned_candidates(spec, rules.without("whole-layers"), rank=300) == (2**30 - 1) * 31
@@ -219,3 +221,35 @@ def test_registry_lists_every_rule() -> None:
     for name in RULE_ORDER:
         rule = RULES.get(name)
         assert rule.name == name and rule.summary
+
+
+@pytest.mark.parametrize("name", RULES.names())
+class TestRuleConformance:
+    """What every registered rule must satisfy, so a new rule gets exact counts for free."""
+
+    def test_default_is_allowed_and_round_trips(self, name: str) -> None:
+        rule = RULES.get(name)
+        if rule.param is not None:
+            assert rule.default is not None and rule.default >= rule.minimum
+        rules = RuleSet.parse([name], start=RuleSet.off())
+        assert rules.labels() == [rule.label(rule.default)]
+        assert RuleSet.parse(rules.labels(), start=RuleSet.off()) == rules
+
+    def test_alone_count_matches_its_judgement(
+        self, name: str, toy_spec: ModelSpec,
+        enumerated: dict[tuple[int, bool], list[DecompositionConfig]],
+    ) -> None:
+        rules = RuleSet.parse([name], start=RuleSet.off())
+        configs = enumerated[(3, False)]
+        allowed = sum(1 for gamma in configs if rules.allows(toy_spec, gamma).allowed)
+        assert pruned_size(toy_spec, rules, rank=3) == allowed
+        assert allowed <= len(configs)
+
+    def test_rejections_name_the_rule(
+        self, name: str, toy_spec: ModelSpec,
+        enumerated: dict[tuple[int, bool], list[DecompositionConfig]],
+    ) -> None:
+        rules = RuleSet.parse([name], start=RuleSet.off())
+        label = rules.labels()[0]
+        reasons = {rules.allows(toy_spec, gamma).reason for gamma in enumerated[(3, False)]}
+        assert all(reason == "" or reason.startswith(label + ":") for reason in reasons)
