@@ -1,0 +1,473 @@
+"""γ as Optuna parameters, and back.
+
+Three encodings, each a fixed set of parameters (the same names and ranges in every
+trial, which multivariate TPE, NSGA-II and GP need):
+
+``full``
+    The whole space of Theorem 1: one yes/no per layer (``layer_0`` …), one per tensor
+    (``tensor_q`` …), and the rank. It knows nothing of the rules, so a γ it proposes
+    may violate one; such a γ is rejected before any measurement (see the runner).
+``gaps`` (default)
+    Only γ the active rules allow, by construction: the number of decomposed layers
+    ``n_layers``, and weights ``gap_0 … gap_M`` in [0, 1] that share the free room
+    among the gaps before, between and after the layers. Between two layers there is
+    always the rule's minimum distance D, before the first the skipped early layers,
+    after the last the skipped late ones. Every allowed layer set has parameters that
+    give it, so the paper's configurations can be enqueued exactly.
+``spacing``
+    The paper's shape, evenly spaced layers: ``n_layers``, the position of the first
+    layer and the spacing (both in [0, 1], scaled to what the rules leave). A smaller
+    space; only evenly spaced layer sets are in it.
+
+The tensor set (a categorical over the sets the rules allow, e.g. only "all" under
+``whole-layers``) and the rank (only 1 under ``rank-one``) are shared by the compact
+encodings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from space.config import DecompositionConfig
+from space.errors import InvalidConfigError
+from space.registry import Registry
+from space.rules import (
+    RuleSet,
+    allowed_layers,
+    allowed_ranks,
+    allowed_tensor_sets,
+    min_layer_gap,
+    require_candidates,
+)
+from space.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import optuna
+
+    from dse.study.definition import StudyDefinition
+
+__all__ = [
+    "RejectedGamma",
+    "Param",
+    "SearchSpace",
+    "Encoding",
+    "FullEncoding",
+    "GapsEncoding",
+    "SpacingEncoding",
+    "ENCODINGS",
+    "build_search_space",
+    "make_encoding",
+    "check_gamma",
+    "PAPER_TABLE_IV",
+    "paper_configs",
+]
+
+
+class RejectedGamma(Exception):
+    """The parameters do not describe a γ the study may measure (``reason`` says why)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Param:
+    """One Optuna parameter: ``kind`` is ``int``, ``float`` or ``categorical``."""
+
+    name: str
+    kind: str
+    low: float = 0.0
+    high: float = 1.0
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: optuna.trial.Trial) -> Any:
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the rules and the definition leave to search, for one model."""
+
+    spec: ModelSpec
+    rules: RuleSet
+    layers: tuple[int, ...]  # allowed layers, sorted
+    min_gap: int
+    tensor_sets: tuple[tuple[str, ...], ...]
+    ranks: tuple[int, ...]
+    min_layers: int
+    max_layers: int
+
+    @property
+    def tensor_labels(self) -> tuple[str, ...]:
+        return tuple(_tensor_label(self.spec, names) for names in self.tensor_sets)
+
+    def tensors_for_label(self, label: str) -> tuple[str, ...]:
+        return self.tensor_sets[self.tensor_labels.index(label)]
+
+
+def _tensor_label(spec: ModelSpec, names: Sequence[str]) -> str:
+    return "all" if tuple(names) == spec.tensor_names else ",".join(names)
+
+
+def _max_layers_with_gap(layers: Sequence[int], gap: int) -> int:
+    count, last = 0, None
+    for layer in layers:
+        if last is None or layer - last >= gap:
+            count, last = count + 1, layer
+    return count
+
+
+def build_search_space(spec: ModelSpec, definition: StudyDefinition) -> SearchSpace:
+    """Apply the definition's rules and bounds to ``spec``.
+
+    Raises:
+        InvalidConfigError: the rules (or the layer bounds) leave nothing to search; the
+            message names the rule that empties the space.
+    """
+    from space.metrics import max_compressing_rank
+
+    rules = RuleSet(rules=dict(definition.rules))
+    smallest = min(t.rank for t in spec.tensors)
+    search = definition.search
+    if search.max_rank is not None:
+        if search.max_rank > smallest:
+            raise InvalidConfigError(
+                f"search.max_rank {search.max_rank} is above the smallest tensor rank of {spec.name} "
+                f"({smallest}); allowed 1..{smallest}"
+            )
+        rank_bound = search.max_rank
+    else:
+        compressing = min(max_compressing_rank(t.out_features, t.in_features) for t in spec.tensors)
+        fixed_rank = rules.value("rank-one") if rules.is_on("rank-one") else None
+        rank_bound = min(smallest, max(1, compressing, fixed_rank or 1))
+    require_candidates(spec, rules, rank=rank_bound)
+    layers = allowed_layers(spec, rules)
+    gap = min_layer_gap(rules)
+    tensor_sets = tuple(allowed_tensor_sets(spec, rules))
+    ranks = tuple(allowed_ranks(spec, rules, rank=rank_bound))
+    most = _max_layers_with_gap(layers, gap)
+    max_layers = min(most, search.max_layers) if search.max_layers is not None else most
+    if search.min_layers > most:
+        labels = [label for label in rules.labels() if label.split("=")[0] in ("skip-early", "skip-late", "min-distance")]
+        raise InvalidConfigError(
+            f"search.min_layers = {search.min_layers} cannot be met: "
+            f"{' with '.join(labels) or 'the model'} leave at most {most} decomposable layer(s) in {spec.name}"
+        )
+    return SearchSpace(spec=spec, rules=rules, layers=layers, min_gap=gap, tensor_sets=tensor_sets,
+                       ranks=ranks, min_layers=search.min_layers, max_layers=max_layers)
+
+
+def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
+    """Why the study may not measure γ (a rule, the layer bounds), or None when it may."""
+    try:
+        pairs = gamma.validate_for(space.spec)
+    except InvalidConfigError as exc:
+        return f"invalid: {exc}"
+    if not pairs:
+        return "decomposes nothing: the original model is the baseline, not a trial"
+    verdict = space.rules.allows(space.spec, gamma)
+    if not verdict.allowed:
+        return verdict.reason
+    n = len(gamma.layers)
+    if not space.min_layers <= n <= space.max_layers:
+        return f"{n} decomposed layers, outside search.min_layers..max_layers = {space.min_layers}..{space.max_layers}"
+    ranks = {p.rank for p in pairs}
+    if not ranks <= set(space.ranks):
+        return f"rank {sorted(ranks - set(space.ranks))[0]} is outside the searched ranks {_ranks_label(space.ranks)}"
+    return None
+
+
+def _ranks_label(ranks: Sequence[int]) -> str:
+    return f"{ranks[0]}..{ranks[-1]}" if len(ranks) > 1 else str(ranks[0])
+
+
+def _rank_param(space: SearchSpace) -> list[Param]:
+    if len(space.ranks) == 1:
+        return []
+    ranks = space.ranks
+    if list(ranks) == list(range(ranks[0], ranks[-1] + 1)):
+        return [Param("rank", "int", ranks[0], ranks[-1], log=ranks[0] >= 1 and ranks[-1] > 8)]
+    return [Param("rank", "categorical", choices=tuple(ranks))]
+
+
+def _rank_from(space: SearchSpace, params: Mapping[str, Any], tensors: Sequence[str]) -> int:
+    rank = int(params["rank"]) if len(space.ranks) > 1 else space.ranks[0]
+    # A rank beyond a chosen tensor's min(H, W) is clipped (the compact encodings stay valid).
+    return min(rank, min(space.spec.tensor(name).rank for name in tensors))
+
+
+class Encoding:
+    """γ ↔ Optuna parameters for one search space."""
+
+    name: ClassVar[str]
+    by_construction: ClassVar[bool]
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    def params(self) -> list[Param]:
+        """The parameters, identical in every trial."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def decode(self, params: Mapping[str, Any]) -> DecompositionConfig:
+        """γ for a full set of parameter values."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
+        """Parameters that decode to γ, or None when γ is outside this encoding."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def suggest(self, trial: optuna.trial.Trial) -> DecompositionConfig:
+        """Ask the trial for every parameter, then decode."""
+        return self.decode({p.name: p.suggest(trial) for p in self.params()})
+
+
+class FullEncoding(Encoding):
+    name = "full"
+    by_construction = False
+
+    def params(self) -> list[Param]:
+        # The rank is searched over the ranks the rules allow (only 1 under rank-one):
+        # a rank dimension that is all rejections would teach the sampler nothing.
+        spec = self.space.spec
+        out = [Param(f"layer_{i}", "categorical", choices=(False, True)) for i in range(spec.n_layers)]
+        out += [Param(f"tensor_{t}", "categorical", choices=(False, True)) for t in spec.tensor_names]
+        return out + _rank_param(self.space)
+
+    def decode(self, params: Mapping[str, Any]) -> DecompositionConfig:
+        spec = self.space.spec
+        layers = tuple(i for i in range(spec.n_layers) if params[f"layer_{i}"])
+        tensors = tuple(t for t in spec.tensor_names if params[f"tensor_{t}"])
+        rank = int(params["rank"]) if len(self.space.ranks) > 1 else self.space.ranks[0]
+        if not layers:
+            return DecompositionConfig()
+        if not tensors:
+            raise RejectedGamma("no tensor chosen: a decomposed layer needs at least one tensor (Def. 2)")
+        return DecompositionConfig(layers=layers, tensors="all" if tensors == spec.tensor_names else tensors,
+                                   rank=rank)
+
+    def encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
+        spec = self.space.spec
+        form = gamma.canonical(spec)
+        if not isinstance(form["rank"], int):
+            return None
+        params: dict[str, Any] = {f"layer_{i}": i in form["layers"] for i in range(spec.n_layers)}  # type: ignore[operator]
+        params |= {f"tensor_{t}": t in form["tensors"] for t in spec.tensor_names}  # type: ignore[operator]
+        if len(self.space.ranks) > 1:
+            params["rank"] = form["rank"]
+        return params
+
+
+class _CompactEncoding(Encoding):
+    by_construction = True
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__(space)
+        layers = space.layers
+        if list(layers) != list(range(layers[0], layers[-1] + 1)):
+            raise InvalidConfigError(
+                f"encoding {self.name!r} needs the allowed layers to be one contiguous range, got "
+                f"{list(layers)}; use encoding = \"full\""
+            )
+        self.low, self.high = layers[0], layers[-1]
+
+    def _shared_params(self) -> list[Param]:
+        out: list[Param] = []
+        if self.space.max_layers > self.space.min_layers:
+            out.append(Param("n_layers", "int", self.space.min_layers, self.space.max_layers))
+        if len(self.space.tensor_sets) > 1:
+            out.append(Param("tensors", "categorical", choices=self.space.tensor_labels))
+        return out + _rank_param(self.space)
+
+    def _n_layers(self, params: Mapping[str, Any]) -> int:
+        return int(params["n_layers"]) if self.space.max_layers > self.space.min_layers else self.space.min_layers
+
+    def _gamma(self, layers: Sequence[int], params: Mapping[str, Any]) -> DecompositionConfig:
+        space = self.space
+        tensors = space.tensors_for_label(params["tensors"]) if len(space.tensor_sets) > 1 else space.tensor_sets[0]
+        rank = _rank_from(space, params, tensors)
+        return DecompositionConfig(
+            layers=tuple(layers), tensors="all" if tensors == space.spec.tensor_names else tensors, rank=rank
+        )
+
+    def _shared_encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
+        space = self.space
+        if check_gamma(space, gamma) is not None:
+            return None
+        form = gamma.canonical(space.spec)
+        if not isinstance(form["rank"], int):
+            return None
+        params: dict[str, Any] = {}
+        if space.max_layers > space.min_layers:
+            params["n_layers"] = len(form["layers"])  # type: ignore[arg-type]
+        if len(space.tensor_sets) > 1:
+            params["tensors"] = _tensor_label(space.spec, form["tensors"])  # type: ignore[arg-type]
+        if len(space.ranks) > 1:
+            params["rank"] = form["rank"]
+        return params
+
+
+def _share(total: int, weights: Sequence[float]) -> list[int]:
+    """Split ``total`` into integers proportional to ``weights`` (largest remainder)."""
+    clean = [max(0.0, float(w)) if math.isfinite(float(w)) else 0.0 for w in weights]
+    weight_sum = sum(clean)
+    if weight_sum <= 0.0:
+        clean, weight_sum = [1.0] * len(clean), float(len(clean))
+    ideal = [w / weight_sum * total for w in clean]
+    parts = [math.floor(x) for x in ideal]
+    left = total - sum(parts)
+    order = sorted(range(len(ideal)), key=lambda i: (-(ideal[i] - parts[i]), i))
+    for i in order[:left]:
+        parts[i] += 1
+    return parts
+
+
+class GapsEncoding(_CompactEncoding):
+    name = "gaps"
+
+    def params(self) -> list[Param]:
+        weights = [Param(f"gap_{i}", "float", 0.0, 1.0) for i in range(self.space.max_layers + 1)]
+        return self._shared_params() + weights
+
+    def decode(self, params: Mapping[str, Any]) -> DecompositionConfig:
+        n = self._n_layers(params)
+        gap = self.space.min_gap
+        slack = (self.high - self.low) - (n - 1) * gap
+        extra = _share(slack, [params[f"gap_{i}"] for i in range(n + 1)])
+        layers, layer = [], self.low + extra[0]
+        for k in range(n):
+            if k:
+                layer += gap + extra[k]
+            layers.append(layer)
+        return self._gamma(layers, params)
+
+    def encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
+        params = self._shared_encode(gamma)
+        if params is None:
+            return None
+        layers = sorted(gamma.layers)
+        gap = self.space.min_gap
+        extra = [layers[0] - self.low]
+        extra += [b - a - gap for a, b in zip(layers, layers[1:])]
+        extra.append(self.high - layers[-1])
+        slack = sum(extra)
+        weights = [e / slack if slack else 0.5 for e in extra]
+        weights += [0.5] * (self.space.max_layers + 1 - len(weights))
+        params |= {f"gap_{i}": w for i, w in enumerate(weights)}
+        return params
+
+
+class SpacingEncoding(_CompactEncoding):
+    name = "spacing"
+
+    def params(self) -> list[Param]:
+        return self._shared_params() + [Param("first", "float", 0.0, 1.0), Param("spacing", "float", 0.0, 1.0)]
+
+    def _spacing_bounds(self, n: int) -> tuple[int, int]:
+        gap = self.space.min_gap
+        if n == 1:
+            return gap, gap
+        return gap, max(gap, (self.high - self.low) // (n - 1))
+
+    def decode(self, params: Mapping[str, Any]) -> DecompositionConfig:
+        n = self._n_layers(params)
+        low_s, high_s = self._spacing_bounds(n)
+        spacing = low_s + round(float(params["spacing"]) * (high_s - low_s))
+        room = (self.high - self.low) - (n - 1) * spacing
+        first = self.low + round(float(params["first"]) * room)
+        return self._gamma([first + k * spacing for k in range(n)], params)
+
+    def encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
+        params = self._shared_encode(gamma)
+        if params is None:
+            return None
+        layers = sorted(gamma.layers)
+        steps = {b - a for a, b in zip(layers, layers[1:])}
+        if len(steps) > 1:
+            return None  # not evenly spaced: outside this encoding
+        n = len(layers)
+        low_s, high_s = self._spacing_bounds(n)
+        spacing = steps.pop() if steps else low_s
+        room = (self.high - self.low) - (n - 1) * spacing
+        params["spacing"] = (spacing - low_s) / (high_s - low_s) if high_s > low_s else 0.5
+        params["first"] = (layers[0] - self.low) / room if room else 0.5
+        return params
+
+
+ENCODINGS: Registry[type[Encoding]] = Registry("encoding")
+for _cls in (FullEncoding, GapsEncoding, SpacingEncoding):
+    ENCODINGS.register(_cls.name, _cls)
+
+
+def make_encoding(name: str, space: SearchSpace) -> Encoding:
+    return ENCODINGS.get(name)(space)
+
+
+# Table IV of the paper (Llama-2-7B, 32 layers, 1-based layer numbers), by reduction.
+PAPER_TABLE_IV: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("6%", (3, 30)),
+    ("9%", (3, 18, 32)),
+    ("15%", (3, 9, 15, 21, 27)),
+    ("21%", (5, 9, 13, 17, 21, 25, 29)),
+    ("33%", (3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 32)),
+    ("48%", tuple(range(1, 32, 2))),
+)
+_PAPER_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    """One Table IV row scaled to a model: its label, γ and the encoded parameters."""
+
+    label: str
+    gamma: DecompositionConfig
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def paper_configs(encoding: Encoding, *, limit: int) -> tuple[list[PaperConfig], list[str]]:
+    """The first ``limit`` Table IV configurations the study can use, and why others were skipped.
+
+    Each row's 0-based layers l are scaled to the model's depth N as round(l·(N−1)/31),
+    moved into the range of layers the rules allow when they fall outside it (the paper
+    skips early layers too; on a small model its layer 3 lands on layer 0), duplicates
+    merged, with all tensors at the smallest searched rank (the paper's rank 1). Rows
+    the active rules still exclude (e.g. layers closer than min-distance), or that the
+    encoding cannot express, are skipped.
+    """
+    space = encoding.space
+    spec = space.spec
+    taken: list[PaperConfig] = []
+    skipped: list[str] = []
+    seen: set[tuple[int, ...]] = set()
+    for reduction, layers_1based in PAPER_TABLE_IV:
+        if len(taken) >= limit:
+            break
+        low, high = space.layers[0], space.layers[-1]
+        scaled = tuple(sorted({
+            min(high, max(low, round((layer - 1) * (spec.n_layers - 1) / (_PAPER_DEPTH - 1))))
+            for layer in layers_1based
+        }))
+        label = f"Table IV {reduction} {{{','.join(str(x) for x in layers_1based)}}} -> L[{','.join(map(str, scaled))}]"
+        if scaled in seen:
+            continue
+        seen.add(scaled)
+        gamma = DecompositionConfig(layers=scaled, tensors="all", rank=space.ranks[0])
+        why = check_gamma(space, gamma)
+        if why is not None:
+            skipped.append(f"{label}: {why}")
+            continue
+        params = encoding.encode(gamma)
+        if params is None:
+            skipped.append(f"{label}: not expressible in encoding {encoding.name!r}")
+            continue
+        taken.append(PaperConfig(label=label, gamma=gamma, params=params))
+    return taken, skipped
