@@ -36,6 +36,10 @@ def test_memory_of_tiny_llama(
     assert result.method in ("vmhwm-reset", "rss-sampling")
     assert result.peak_bytes > result.model_bytes  # the process's RSS holds the model and more
     assert 0 <= result.peak_growth_bytes <= result.peak_bytes
+    # The prefill's logits (batch x tokens x vocab floats) are alive during the pass.
+    logits_bytes = small_workload.batch_size * small_workload.prefill_tokens * model.config.vocab_size * 4
+    assert result.peak_growth_bytes >= logits_bytes
+    assert "malloc_trim" in result.detail
     assert MemoryMeasurement.model_validate(result.model_dump()) == result
 
 
@@ -56,6 +60,7 @@ def test_rss_sampling_when_peak_cannot_be_reset(
     monkeypatch.setattr(memory_module, "_CLEAR_REFS", tmp_path / "clear_refs")
     result = MemoryObjective(small_workload).measure(tiny_target)
     assert result.method == "rss-sampling"
+    assert "sampled every 1 ms" in result.detail
     assert result.peak_bytes > result.model_bytes
     assert result.peak_growth_bytes >= 0
 
