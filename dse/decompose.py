@@ -1,0 +1,359 @@
+"""Tucker factors of a weight matrix: W (H×W) ≈ U1 · Γ · U2ᵀ, by SVD or by HOOI.
+
+For a 2-D weight the best rank-r Tucker approximation in the Frobenius norm is the
+truncated SVD (Eckart–Young), so the default ``svd`` method computes exactly that, and
+``hooi`` (the paper's Algorithm 1, run by tensorly) must reach the same error. Both are
+registered in :data:`METHODS`, so an unknown method name gets a one-line answer.
+
+Two SVD algorithms sit behind ``svd``:
+
+* the full SVD (``torch.linalg.svd``) where it is cheap: small matrices (SmolLM2's
+  576×1536 takes ~0.05 s), or ranks close to min(H, W);
+* a randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4) for large
+  matrices at small ranks. It watches its own error: every power iteration yields the
+  exact error of the current approximation (from ‖W‖ and the captured energy), and it
+  stops once the extrapolated remaining improvement is below a quarter of the 0.1 %
+  accuracy budget. ``torch.svd_lowrank`` with its default ``niter=2`` stays 0.3–3 %
+  above the optimum on LLM weights and on a random 4096×11008 matrix, and any fixed
+  ``niter`` is either wasted on easy matrices or too few on flat spectra; if the
+  iteration does not converge in :data:`RANDOMIZED_MAX_ITER` steps, the full SVD runs.
+
+Errors are always computed in float64: a float32 norm of a 45M-element tensor is off
+by ~0.35 %.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from space.errors import InvalidConfigError
+from space.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "TuckerFactors",
+    "SingularTriplets",
+    "METHODS",
+    "decompose",
+    "truncated_svd",
+    "relative_error",
+    "optimal_relative_error",
+    "FULL_SVD_MAX_DIM",
+    "RANDOMIZED_MAX_ITER",
+    "RANDOMIZED_EXCESS_TOL",
+]
+
+#: Matrices whose smaller side is at most this get the full SVD: it takes < 0.2 s there.
+FULL_SVD_MAX_DIM = 1024
+#: Power iterations after which the randomized path gives up and runs the full SVD.
+RANDOMIZED_MAX_ITER = 24
+#: Stop the randomized iteration when the remaining relative improvement of the error is
+#: estimated below this: a quarter of the 1e-3 budget, for margin.
+RANDOMIZED_EXCESS_TOL = 2.5e-4
+
+SvdAlgorithm = Literal["auto", "full", "randomized"]
+
+
+class TuckerFactors(NamedTuple):
+    """Tucker factors of an H×W weight: ``W ≈ u1 @ core @ u2.T``."""
+
+    u1: torch.Tensor  # H × r
+    core: torch.Tensor  # r × r
+    u2: torch.Tensor  # W × r
+
+    @property
+    def rank(self) -> int:
+        return int(self.core.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the weight these factors approximate."""
+        return (int(self.u1.shape[0]), int(self.u2.shape[0]))
+
+    @property
+    def numel(self) -> int:
+        """H·r + r² + r·W: the paper's parameter count of a decomposed tensor."""
+        return int(self.u1.numel() + self.core.numel() + self.u2.numel())
+
+    def reconstruct(self) -> torch.Tensor:
+        """The dense H×W approximation (for checks; the factorized layer never builds it)."""
+        return (self.u1 @ self.core) @ self.u2.T
+
+    def to(self, *, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> TuckerFactors:
+        return TuckerFactors(*(t.to(device=device, dtype=dtype) for t in self))
+
+
+class SingularTriplets(NamedTuple):
+    """The leading singular triplets of a weight: ``W ≈ u @ diag(s) @ v.T``.
+
+    Truncated SVDs are nested, so the first ``r`` triplets of a rank-k SVD are the
+    rank-r SVD: one decomposition serves every lower rank (see :meth:`factors`).
+    """
+
+    u: torch.Tensor  # H × k, orthonormal columns
+    s: torch.Tensor  # k, non-increasing
+    v: torch.Tensor  # W × k, orthonormal columns
+
+    @property
+    def rank(self) -> int:
+        return int(self.s.shape[0])
+
+    def factors(self, rank: int | None = None) -> TuckerFactors:
+        """Tucker factors of rank ``rank`` (default: all triplets): U, diag(σ), V."""
+        import torch
+
+        r = self.rank if rank is None else rank
+        if not 1 <= r <= self.rank:
+            raise InvalidConfigError(
+                f"rank must be between 1 and the {self.rank} stored singular triplets, got {r}"
+            )
+        return TuckerFactors(
+            self.u[:, :r].contiguous(), torch.diag(self.s[:r]), self.v[:, :r].contiguous()
+        )
+
+
+def _check_weight(weight: torch.Tensor, rank: int) -> None:
+    import torch
+
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+        shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise InvalidConfigError(f"a weight to decompose must be a 2-D tensor (H×W), got {shape}")
+    if not weight.is_floating_point():
+        raise InvalidConfigError(f"a weight to decompose must be floating point, got {weight.dtype}")
+    height, width = weight.shape
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(height, width):
+        raise InvalidConfigError(
+            f"rank must be an integer between 1 and min(H, W) = {min(height, width)} for a "
+            f"{height}×{width} weight, got {rank!r}"
+        )
+
+
+def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """float64 weights stay float64; everything else (bf16, fp16, fp32) runs in float32."""
+    import torch
+
+    return torch.float64 if weight.dtype == torch.float64 else torch.float32
+
+
+def _flip_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fix the SVD's sign freedom: the largest-magnitude entry of each u column is positive.
+
+    Same convention as tensorly's ``svd_flip``, so both methods give the same factors.
+    """
+    import torch
+
+    rows = u.abs().argmax(dim=0)
+    signs = torch.sign(u[rows, torch.arange(u.shape[1], device=u.device)])
+    signs[signs == 0] = 1
+    return u * signs, v * signs
+
+
+def _full_svd(matrix: torch.Tensor, rank: int) -> SingularTriplets:
+    import torch
+
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    u, v = _flip_signs(u[:, :rank], vh[:rank].T)
+    return SingularTriplets(u.contiguous(), s[:rank].contiguous(), v.contiguous())
+
+
+def _oversampled_width(rank: int) -> int:
+    """Sketch width q = r + max(16, r/2): measured as the cheapest per unit of accuracy."""
+    return rank + max(16, (rank + 1) // 2)
+
+
+def _randomized_svd(matrix: torch.Tensor, rank: int, *, seed: int) -> SingularTriplets | None:
+    """Randomized subspace iteration with a stop on the measured error; None if unconverged.
+
+    After each half-step the sketch ``Z = Aᵀ Q`` is ``Bᵀ`` for ``B = Qᵀ A``, and the
+    rank-r approximation from the current subspace has the exact error
+    ``‖A‖² − Σ_{i≤r} σ_i(B)²``: the iteration measures itself at the cost of a q×q Gram.
+    The errors shrink geometrically, so the remaining improvement is extrapolated from
+    the last two steps (``d·ρ/(1−ρ)``).
+    """
+    import torch
+
+    height, width = matrix.shape
+    q = min(_oversampled_width(rank), min(height, width))
+    generator = torch.Generator(device=matrix.device).manual_seed(seed)
+    omega = torch.randn(width, q, generator=generator, device=matrix.device, dtype=matrix.dtype)
+    total = float(torch.linalg.vector_norm(matrix.double()) ** 2)
+    if total == 0.0:
+        return None
+    q_basis, _ = torch.linalg.qr(matrix @ omega)
+    errors: list[float] = []
+    for _ in range(RANDOMIZED_MAX_ITER + 1):
+        z = matrix.T @ q_basis  # W × q, = (Qᵀ A)ᵀ
+        z64 = z.double()
+        gram = z64.T @ z64
+        captured = float(torch.linalg.eigvalsh(gram)[-rank:].clamp(min=0).sum())
+        errors.append(math.sqrt(max(total - captured, 0.0) / total))
+        if _converged(errors):
+            u_z, s, vh_z = torch.linalg.svd(z, full_matrices=False)
+            # A ≈ Q B = Q (Z)ᵀ = Q Vz S Uzᵀ: left vectors Q·Vz, right vectors Uz.
+            u = q_basis @ vh_z[:rank].T
+            u, v = _flip_signs(u, u_z[:, :rank])
+            return SingularTriplets(u.contiguous(), s[:rank].contiguous(), v.contiguous())
+        p_basis, _ = torch.linalg.qr(z)
+        q_basis, _ = torch.linalg.qr(matrix @ p_basis)
+    return None
+
+
+def _converged(errors: list[float]) -> bool:
+    if len(errors) < 3:
+        return False
+    current = errors[-1]
+    step, previous_step = errors[-2] - current, errors[-3] - errors[-2]
+    if step <= 1e-7 * max(current, 1e-30):
+        return True  # no measurable progress left
+    if previous_step <= 0.0:
+        return False
+    ratio = step / previous_step
+    if ratio >= 1.0:
+        return False
+    return step * ratio / (1.0 - ratio) <= RANDOMIZED_EXCESS_TOL * current
+
+
+def _uses_randomized(shape: tuple[int, int], rank: int) -> bool:
+    smaller = min(shape)
+    return smaller > FULL_SVD_MAX_DIM and 4 * _oversampled_width(rank) <= smaller
+
+
+def truncated_svd(
+    weight: torch.Tensor, rank: int, *, algorithm: SvdAlgorithm = "auto", seed: int = 0
+) -> SingularTriplets:
+    """The leading ``rank`` singular triplets of ``weight``, within 1e-3 of the optimal error.
+
+    Args:
+        weight: an H×W floating-point matrix (any device; bf16/fp16 compute in float32).
+        rank: how many triplets, 1 ≤ rank ≤ min(H, W).
+        algorithm: ``auto`` picks the randomized iteration for large matrices at small
+            ranks (min(H, W) > :data:`FULL_SVD_MAX_DIM` and 4·q ≤ min(H, W)), else the
+            full SVD; ``full`` and ``randomized`` force one (the latter still falls back
+            to the full SVD when it does not converge).
+        seed: seed of the randomized sketch, so repeated runs agree bit for bit.
+
+    Returns:
+        Triplets in the compute dtype (float32, or float64 for a float64 weight).
+    """
+    import torch
+
+    _check_weight(weight, rank)
+    if algorithm not in ("auto", "full", "randomized"):
+        raise InvalidConfigError(
+            f"unknown SVD algorithm {algorithm!r}; allowed: auto, full, randomized"
+        )
+    with torch.no_grad():
+        matrix = weight.detach().to(_compute_dtype(weight))
+        use_randomized = algorithm == "randomized" or (
+            algorithm == "auto" and _uses_randomized(tuple(matrix.shape), rank)
+        )
+        if use_randomized and rank < min(matrix.shape):
+            triplets = _randomized_svd(matrix, rank, seed=seed)
+            if triplets is not None:
+                return triplets
+        return _full_svd(matrix, rank)
+
+
+def _svd_method(matrix: torch.Tensor, rank: int, *, tol: float, max_iter: int) -> TuckerFactors:
+    """Eckart–Young: the truncated SVD is the optimal rank-r Tucker form of a matrix."""
+    return truncated_svd(matrix, rank).factors(rank)
+
+
+def _hooi_method(matrix: torch.Tensor, rank: int, *, tol: float, max_iter: int) -> TuckerFactors:
+    """The paper's Algorithm 1 (HOOI) by ``tensorly.decomposition.tucker``, torch backend.
+
+    tensorly initializes the factors from the SVDs of the unfoldings (HOSVD) and then
+    alternates truncated SVDs until the reconstruction error changes by less than
+    ``tol`` or ``max_iter`` sweeps ran; its ``svd_flip`` fixes the signs.
+    """
+    import tensorly
+    from tensorly.decomposition import tucker
+
+    with tensorly.backend_context("pytorch", local_threadsafe=True):
+        core, (u1, u2) = tucker(
+            matrix, rank=[rank, rank], n_iter_max=max_iter, tol=tol, init="svd"
+        )
+    return TuckerFactors(u1.contiguous(), core.contiguous(), u2.contiguous())
+
+
+DecomposeFn = Callable[..., TuckerFactors]
+
+#: Decomposition methods by name: ``fn(matrix, rank, *, tol, max_iter) -> TuckerFactors``.
+METHODS: Registry[DecomposeFn] = Registry("decomposition method")
+METHODS.register("svd", _svd_method)
+METHODS.register("hooi", _hooi_method)
+
+
+def decompose(
+    weight: torch.Tensor, rank: int, *, method: str = "svd", tol: float = 1e-6,
+    max_iter: int = 100,
+) -> TuckerFactors:
+    """Tucker factors of rank ``rank``: ``weight ≈ u1 @ core @ u2.T``.
+
+    Args:
+        weight: an H×W floating-point matrix (an ``nn.Linear`` weight: out × in).
+        rank: the pruned rank PR, 1 ≤ PR ≤ min(H, W).
+        method: a name in :data:`METHODS`: ``svd`` (default; optimal, fast) or ``hooi``.
+        tol: HOOI stops when the relative reconstruction error changes by less.
+        max_iter: the most HOOI sweeps.
+
+    Returns:
+        Factors on the weight's device, in the weight's dtype (computed in float32, or
+        float64 for a float64 weight).
+
+    Raises:
+        InvalidConfigError: the weight is not a floating 2-D tensor, the rank is out of
+            range, or tol/max_iter are not positive.
+        UnknownNameError: ``method`` is not registered.
+    """
+    import torch
+
+    fn = METHODS.get(method)
+    _check_weight(weight, rank)
+    if not tol > 0:
+        raise InvalidConfigError(f"tol must be positive, got {tol}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise InvalidConfigError(f"max_iter must be a positive integer, got {max_iter!r}")
+    with torch.no_grad():
+        matrix = weight.detach().to(_compute_dtype(weight))
+        factors = fn(matrix, rank, tol=tol, max_iter=max_iter)
+    return factors.to(device=weight.device, dtype=weight.dtype)
+
+
+def relative_error(weight: torch.Tensor, factors: TuckerFactors, *, chunk_rows: int = 1024) -> float:
+    """‖W − U1 Γ U2ᵀ‖_F / ‖W‖_F, computed in float64 (row blocks bound the memory).
+
+    Returns 0.0 for a zero weight reproduced exactly, ``inf`` for a zero weight that is not.
+    """
+    import torch
+
+    with torch.no_grad():
+        left = (factors.u1.double() @ factors.core.double()).to(weight.device)
+        right_t = factors.u2.double().T.to(weight.device)
+        residual = 0.0
+        norm = 0.0
+        for start in range(0, weight.shape[0], chunk_rows):
+            block = weight[start:start + chunk_rows].detach().double()
+            approx = left[start:start + chunk_rows] @ right_t
+            residual += float(torch.linalg.vector_norm(block - approx) ** 2)
+            norm += float(torch.linalg.vector_norm(block) ** 2)
+    if norm == 0.0:
+        return 0.0 if residual == 0.0 else math.inf
+    return math.sqrt(residual / norm)
+
+
+def optimal_relative_error(singular_values: torch.Tensor, rank: int) -> float:
+    """The least relative Frobenius error of any rank-``rank`` approximation (Eckart–Young):
+    ``sqrt(Σ_{i>r} σ_i² / Σ_i σ_i²)``, in float64."""
+    s = singular_values.detach().double().flatten()
+    if rank < 0:
+        raise InvalidConfigError(f"rank must be non-negative, got {rank}")
+    total = float((s**2).sum())
+    if total == 0.0:
+        return 0.0
+    return math.sqrt(float((s[rank:] ** 2).sum()) / total)
