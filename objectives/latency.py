@@ -85,8 +85,8 @@ def time_callable(fn: Callable[[], object], *, device: str = "cpu", warmup: int 
         with torch.cuda.device(device):
             synchronize(device)
             for _ in range(repeats):
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
+                start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+                end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
                 start.record()
                 fn()
                 end.record()

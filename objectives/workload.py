@@ -26,7 +26,15 @@ if TYPE_CHECKING:
 
     from objectives.base import EvalTarget
 
-__all__ = ["Workload", "run_workload", "greedy_decode", "workload_input_ids", "check_device", "eval_mode", "synchronize"]
+__all__ = [
+    "Workload",
+    "check_device",
+    "eval_mode",
+    "greedy_decode",
+    "run_workload",
+    "synchronize",
+    "workload_input_ids",
+]
 
 
 class Workload(BaseModel):
