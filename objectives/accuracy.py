@@ -1,0 +1,489 @@
+"""Accuracy: lm-evaluation-harness run in-process on the loaded (possibly decomposed) model.
+
+The model is wrapped in lm-eval's ``HFLM`` as it is, never reloaded, and scored zero-shot
+with lm-eval's own request building and metrics (``lm_eval.evaluator.evaluate``). Two
+kinds of task names:
+
+- ``dse_*``: the local tasks in :mod:`objectives.tasks`, reading the benchmark files in
+  the data directory; they need no network (``HF_HUB_OFFLINE=1`` and
+  ``HF_DATASETS_OFFLINE=1`` are fine) and index in milliseconds.
+- anything else: lm-eval's standard tasks, whose datasets come from the Hugging Face
+  hub. Only then is lm-eval's full index of ~14,700 tasks built (~12 s, once per process).
+
+Documents and their order
+    Every task evaluates a fixed list of documents: the first ``limit`` of its file (all
+    when ``limit`` is None), in file order, as lm-eval's own ``limit`` does. A group
+    (``dse_mmlu``) applies ``limit`` to each subtask, as lm-eval does, and orders its
+    documents round-robin over its subtasks in alphabetical order (document 0 of every
+    subject, then document 1, ...), so any prefix of a group's documents samples every
+    subject. ``per_doc`` follows that order, and so do the chunks of
+    :meth:`AccuracyObjective.measure_chunked`: a run stopped early has evaluated a prefix.
+
+Accuracy
+    The task's ``acc`` metric (lm-eval's first metric where a hub task has no ``acc``):
+    per document 0/1 (TruthfulQA MC2: the probability mass of the true answers), and the
+    task's accuracy is their mean. For ``dse_mmlu`` that is lm-eval's group aggregate,
+    which weights subjects by size (``weight_by_size: True``). The measurement's
+    ``accuracy`` is the unweighted mean over the requested tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from objectives.base import EvalTarget, Measurement, Objective
+from objectives.tasks import (
+    DATA_DIR_KEY,
+    LOCAL_TASKS,
+    TASKS_DIR,
+    is_local_task,
+    local_task_names,
+    missing_files,
+)
+from space.env import cache_dir, resolve_data_dir
+from space.errors import DataError, InvalidConfigError, UnknownNameError
+
+__all__ = [
+    "AccuracyMeasurement",
+    "AccuracyObjective",
+    "TaskAccuracy",
+    "lm_eval_version",
+]
+
+# Documents per task per lm-eval call: large enough that lm-eval's request sorting and
+# batching work as in one call, small enough for a progress bar that moves.
+PIECE_DOCS = 256
+_PREFERRED_METRIC = "acc"
+_FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
+
+
+class TaskAccuracy(BaseModel):
+    """One requested task's result.
+
+    ``per_doc`` holds each evaluated document's metric value in the task's fixed
+    document order (see the module docstring); ``n_planned`` is how many documents the
+    complete measurement covers.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    metric: str
+    accuracy: float
+    n_docs: int
+    n_planned: int
+    per_doc: list[float]
+
+
+class AccuracyMeasurement(Measurement):
+    """Accuracy on the requested tasks; ``complete`` is False for a run stopped early."""
+
+    objective: Literal["accuracy"] = "accuracy"
+    per_task: dict[str, TaskAccuracy]
+    accuracy: float = Field(description="unweighted mean of the tasks' accuracies")
+    complete: bool
+    n_docs_total: int
+    limit: int | None
+    seconds: float
+    lm_eval_version: str
+
+
+def lm_eval_version() -> str:
+    """The installed lm-eval's version: part of the key under which a baseline is stored."""
+    from importlib.metadata import version
+
+    return version("lm_eval")
+
+
+# --------------------------------------------------------------------------- lm-eval plumbing
+
+
+def _prepare_datasets_cache() -> None:
+    """Keep ``datasets``' Arrow cache in the project's cache directory, not ~/.cache."""
+    default = str(cache_dir() / "datasets")
+    if "HF_DATASETS_CACHE" in os.environ:
+        return
+    os.environ["HF_DATASETS_CACHE"] = default
+    if "datasets" in sys.modules:  # imported before us: its config already read the env
+        import datasets
+
+        datasets.config.HF_DATASETS_CACHE = Path(default)
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    """Silence lm-eval's info/warning logs and its per-call progress bars.
+
+    NOTE: lm-eval's ``Task.build_all_requests`` draws a tqdm bar with no switch to turn it
+    off; we swap the module's ``tqdm`` for a disabled one while our calls run, so the
+    only bar is ours, which names the task.
+    """
+    import lm_eval.api.task as task_module
+    from tqdm import tqdm
+
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    original_tqdm = task_module.tqdm
+    logger.setLevel(logging.ERROR)
+    task_module.tqdm = functools.partial(tqdm, disable=True)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        task_module.tqdm = original_tqdm  # type: ignore[assignment]
+        logger.setLevel(level)
+
+
+@functools.lru_cache(maxsize=4)
+def _task_manager(data_dir: str | None, with_hub: bool) -> Any:
+    """lm-eval's TaskManager over our YAMLs, plus its built-in index only when a hub task is asked for."""
+    _prepare_datasets_cache()
+    from lm_eval.tasks import TaskManager
+
+    metadata = {DATA_DIR_KEY: data_dir} if data_dir else None
+    with _quiet_lm_eval():
+        return TaskManager(include_path=str(TASKS_DIR), include_defaults=with_hub, metadata=metadata)
+
+
+@functools.lru_cache(maxsize=1)
+def _silent_hflm_class() -> type:
+    """HFLM whose request loops draw no bars of their own (ours names the task instead)."""
+    from lm_eval.models.huggingface import HFLM
+
+    class _SilentHFLM(HFLM):  # type: ignore[misc, valid-type]
+        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return _SilentHFLM
+
+
+@contextlib.contextmanager
+def _wrapped(target: EvalTarget, batch_size: int) -> Iterator[Any]:
+    """The target as an lm-eval LM; restores every module's training flag afterwards.
+
+    HFLM puts the model in eval mode (and re-ties the embeddings, a no-op for a loaded
+    model); the objective contract says the model leaves as it came.
+    """
+    modes = [(module, module.training) for module in target.model.modules()]
+    try:
+        with _quiet_lm_eval():
+            lm = _silent_hflm_class()(pretrained=target.model, tokenizer=target.tokenizer, batch_size=batch_size)
+        yield lm
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class _TaskPlan:
+    """What one requested task evaluates: its leaf tasks and its documents in order."""
+
+    name: str
+    metric: str
+    leaves: dict[str, Any]  # leaf name -> lm-eval Task
+    order: list[tuple[str, int]]  # (leaf, document index), the per_doc order
+
+
+def _pick_metric(task: Any) -> str:
+    metrics = list(task.aggregation())
+    if not metrics:
+        raise DataError(f"lm-eval task {task.config.task!r} reports no metric")
+    return _PREFERRED_METRIC if _PREFERRED_METRIC in metrics else metrics[0]
+
+
+def _document_order(leaves: dict[str, Any], limit: int | None) -> list[tuple[str, int]]:
+    """Round-robin over leaves in name order, each capped at ``limit`` (a single leaf: file order)."""
+    sizes = {name: len(task.eval_docs) for name, task in leaves.items()}
+    if limit is not None:
+        sizes = {name: min(size, limit) for name, size in sizes.items()}
+    longest = max(sizes.values(), default=0)
+    return [(name, index) for index in range(longest) for name in sorted(leaves) if index < sizes[name]]
+
+
+# --------------------------------------------------------------------------- objective
+
+
+class AccuracyObjective(Objective):
+    """Zero-shot accuracy on lm-eval tasks, with per-document results for paired drops.
+
+    The task objects (documents, prompts) are built on the first ``measure`` and reused
+    by every later one, so a study pays for reading the benchmark files once. Like every
+    objective it never modifies the model.
+
+    Args:
+        tasks: task names: ``dse_*`` local tasks, or lm-eval hub task names.
+        limit: documents per task (per subtask for a group): the first ``limit``; None
+            for all.
+        batch_size: lm-eval's batch size (requests per forward pass).
+        data_dir: the benchmark data directory (``--data-dir``); else ``$DSE_DATA_DIR``,
+            else ``../shared/data`` beside the checkout.
+        show_progress: draw a tqdm bar naming the task being evaluated.
+
+    Raises:
+        InvalidConfigError: no tasks, a task twice, ``limit`` or ``batch_size`` below 1.
+        UnknownNameError: a ``dse_*`` name that is not a local task, or another name that
+            is not one of lm-eval's tasks.
+        DataError: no data directory, or a local task's file is missing from it.
+    """
+
+    name = "accuracy"
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        *,
+        limit: int | None = None,
+        batch_size: int = 16,
+        data_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        names = [tasks] if isinstance(tasks, str) else list(tasks)
+        if not names:
+            raise InvalidConfigError(f"no tasks given; local tasks: {', '.join(local_task_names())}")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise InvalidConfigError(f"task(s) {', '.join(duplicates)} given twice; name each task once")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidConfigError(f"limit must be a positive number of documents per task or None, got {limit!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+        self.tasks: tuple[str, ...] = tuple(names)
+        self.limit = limit
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._hub_tasks = tuple(n for n in names if not is_local_task(n))
+        local = [n for n in names if is_local_task(n)]
+        for name in local:
+            if name not in LOCAL_TASKS:
+                raise UnknownNameError(_unknown_local_message(name))
+        self.data_dir: Path | None = _check_data(local, data_dir) if local else resolve_data_dir(data_dir)
+        if self._hub_tasks:
+            _check_hub_names(self._hub_tasks, self.data_dir)
+        self._plans: list[_TaskPlan] | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def documents(self) -> dict[str, list[tuple[str, int]]]:
+        """Each task's documents as (lm-eval task, index in its file), in ``per_doc`` order.
+
+        Reads the benchmark files on the first call (as the first ``measure`` would).
+        """
+        return {plan.name: list(plan.order) for plan in self._load_plans()}
+
+    def planned_docs(self) -> dict[str, int]:
+        """How many documents each task evaluates in a complete measurement."""
+        return {plan.name: len(plan.order) for plan in self._load_plans()}
+
+    def measure(self, target: EvalTarget) -> AccuracyMeasurement:
+        """Evaluate every planned document of every task (called once per trial)."""
+        return self.measure_chunked(target, chunk_size=sys.maxsize)
+
+    def measure_chunked(
+        self,
+        target: EvalTarget,
+        *,
+        chunk_size: int,
+        should_stop: Callable[[AccuracyMeasurement], bool] | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> AccuracyMeasurement:
+        """Evaluate the same documents as :meth:`measure`, ``chunk_size`` per task at a time.
+
+        Chunk k holds documents ``k*chunk_size`` to ``(k+1)*chunk_size - 1`` of every task
+        (in each task's fixed order), so after each chunk every task has evaluated a
+        prefix of its documents. ``should_stop`` then sees the running measurement
+        (``complete=False`` until the last chunk); when it returns True evaluation stops
+        and that partial measurement is returned. Per-document results do not depend on
+        the chunking.
+
+        Args:
+            target: the model to measure.
+            chunk_size: documents per task per chunk.
+            should_stop: called after each chunk but the last with the running measurement.
+            progress: called as ``progress(task, done, planned)`` when a task starts a
+                chunk and after every piece of at most 256 of its documents, with that
+                task's documents done and planned; it replaces the built-in bar.
+
+        Raises:
+            InvalidConfigError: ``chunk_size`` below 1.
+            DataError: a task's data could not be loaded (e.g. a hub task offline).
+        """
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise InvalidConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        started = time.perf_counter()
+        plans = self._load_plans()
+        results: dict[str, list[float]] = {plan.name: [] for plan in plans}
+        longest = max(len(plan.order) for plan in plans)
+        from lm_eval.evaluator import evaluate
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=sum(len(plan.order) for plan in plans),
+            unit="doc",
+            desc="accuracy",
+            disable=not self.show_progress or progress is not None,
+            leave=False,
+        )
+        try:
+            with _wrapped(target, self.batch_size) as lm:
+                for start in range(0, longest, chunk_size):
+                    for plan in plans:
+                        window = plan.order[start : start + chunk_size]
+                        if not window:
+                            continue
+                        bar.set_description(f"accuracy {plan.name}")
+                        if progress is not None:
+                            progress(plan.name, len(results[plan.name]), len(plan.order))
+                        for first in range(0, len(window), PIECE_DOCS):
+                            piece = window[first : first + PIECE_DOCS]
+                            results[plan.name].extend(self._evaluate_window(evaluate, lm, plan, piece))
+                            bar.update(len(piece))
+                            if progress is not None:
+                                progress(plan.name, len(results[plan.name]), len(plan.order))
+                    if start + chunk_size < longest and should_stop is not None:
+                        partial = self._measurement(plans, results, started)
+                        if should_stop(partial):
+                            return partial
+        finally:
+            bar.close()
+        return self._measurement(plans, results, started)
+
+    # ------------------------------------------------------------------ internals
+
+    def _load_plans(self) -> list[_TaskPlan]:
+        if self._plans is not None:
+            return self._plans
+        manager = _task_manager(str(self.data_dir) if self.data_dir else None, bool(self._hub_tasks))
+        plans = []
+        for name in self.tasks:
+            try:
+                with _quiet_lm_eval():
+                    loaded = manager.load([name])
+            except DataError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - lm-eval / datasets raise many kinds
+                where = "the data directory" if is_local_task(name) else "the Hugging Face hub (offline?)"
+                raise DataError(f"task {name!r} could not be loaded from {where}: {type(exc).__name__}: {exc}") from exc
+            leaves = dict(loaded["tasks"])
+            for leaf in leaves.values():
+                if leaf.get_config("num_fewshot") is None:
+                    leaf.set_config(key="num_fewshot", value=0)
+                leaf.set_fewshot_seed(seed=_FEWSHOT_SEED)
+            metric = _pick_metric(next(iter(leaves.values())))
+            plans.append(_TaskPlan(name=name, metric=metric, leaves=leaves, order=_document_order(leaves, self.limit)))
+        self._plans = plans
+        return plans
+
+    def _evaluate_window(
+        self, evaluate: Callable[..., Any], lm: Any, plan: _TaskPlan, window: list[tuple[str, int]]
+    ) -> list[float]:
+        """One lm-eval call on ``window``'s documents; their metric values in window order."""
+        samples: dict[str, list[int]] = {}
+        for leaf, index in window:
+            samples.setdefault(leaf, []).append(index)
+        for indices in samples.values():
+            indices.sort()  # lm-eval maps results back to indices assuming ascending order
+        task_dict = {"tasks": {leaf: plan.leaves[leaf] for leaf in samples}, "groups": {}}
+        with _quiet_lm_eval():
+            output = evaluate(
+                lm=lm, task_dict=task_dict, samples=samples, bootstrap_iters=0, log_samples=True
+            )
+        values: dict[tuple[str, int], float] = {}
+        for leaf, examples in output["samples"].items():
+            first_filter = examples[0]["filter"] if examples else None
+            for example in examples:
+                if example["filter"] == first_filter:
+                    values[(leaf, int(example["doc_id"]))] = float(example[plan.metric])
+        return [values[key] for key in window]
+
+    def _measurement(
+        self, plans: list[_TaskPlan], results: dict[str, list[float]], started: float
+    ) -> AccuracyMeasurement:
+        per_task = {}
+        for plan in plans:
+            per_doc = results[plan.name]
+            per_task[plan.name] = TaskAccuracy(
+                task=plan.name,
+                metric=plan.metric,
+                accuracy=sum(per_doc) / len(per_doc) if per_doc else 0.0,
+                n_docs=len(per_doc),
+                n_planned=len(plan.order),
+                per_doc=list(per_doc),
+            )
+        accuracies = [entry.accuracy for entry in per_task.values()]
+        return AccuracyMeasurement(
+            per_task=per_task,
+            accuracy=sum(accuracies) / len(accuracies),
+            complete=all(entry.n_docs == entry.n_planned for entry in per_task.values()),
+            n_docs_total=sum(entry.n_docs for entry in per_task.values()),
+            limit=self.limit,
+            seconds=time.perf_counter() - started,
+            lm_eval_version=lm_eval_version(),
+        )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _unknown_local_message(name: str) -> str:
+    import difflib
+
+    known = local_task_names()
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (
+        f"unknown local task {name!r}.{hint} Local tasks: {', '.join(known)}; "
+        "other names go to lm-eval's standard tasks, which need the Hugging Face hub"
+    )
+
+
+def _check_data(local: list[str], explicit: str | os.PathLike[str] | None) -> Path:
+    data_dir = resolve_data_dir(explicit)
+    if data_dir is None:
+        raise DataError(
+            f"local task(s) {', '.join(local)} need the benchmark data directory: pass --data-dir, "
+            "set DSE_DATA_DIR, or place the data in ../shared/data beside the checkout"
+        )
+    if not data_dir.is_dir():
+        raise DataError(f"benchmark data directory {data_dir} does not exist or is not a directory")
+    for name in local:
+        missing = missing_files(name, data_dir)
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise DataError(f"task {name!r} needs {shown}, missing from the data directory {data_dir}")
+    return data_dir
+
+
+def _check_hub_names(names: Sequence[str], data_dir: Path | None) -> None:
+    import difflib
+
+    manager = _task_manager(str(data_dir) if data_dir else None, True)
+    known = manager.all_tasks
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, [*local_task_names(), *known], n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownNameError(
+                f"unknown task {name!r}: not a local task ({', '.join(local_task_names())}) and not one of "
+                f"lm-eval's {len(known)} tasks (those need the Hugging Face hub).{hint}"
+            )
+
