@@ -1,0 +1,170 @@
+"""``dse decompose`` and ``dse generate``: apply a γ to a real model and see what it does."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from dse.cli._common import emit_json, gamma_from_options, gamma_options, print_table
+
+if TYPE_CHECKING:
+    from dse.cache import FactorCache
+
+__all__ = ["decompose", "generate"]
+
+_DEVICES = ("cpu", "cuda")
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _cache(cache_dir: str | None, no_cache: bool) -> FactorCache | None:
+    if no_cache:
+        return None
+    from dse.cache import FactorCache
+    from space.env import cache_dir as cache_root
+
+    # The same layout as without --cache-dir: factors live under <cache root>/factors.
+    return FactorCache(cache_root(cache_dir) / "factors")
+
+
+def _cache_options(func: Any) -> Any:
+    func = click.option("--no-cache", is_flag=True,
+                        help="Decompose every tensor afresh; neither read nor write the factor cache.")(func)
+    func = click.option("--cache-dir", default=None, metavar="DIR",
+                        help="Cache root; factors go to DIR/factors (default: $DSE_CACHE_DIR, else the "
+                             "platform cache dir).")(func)
+    func = click.option("--method", type=click.Choice(["svd", "hooi"]), default="svd", show_default=True,
+                        help="svd: exact truncated SVD (Eckart–Young); hooi: the paper's Algorithm 1.")(func)
+    return func
+
+
+@click.command()
+@click.argument("model")
+@gamma_options
+@_cache_options
+@click.option("--fold", is_flag=True,
+              help="Fold Γ into U1: two matmuls instead of three, but H·r + r·W parameters "
+                   "instead of the paper's H·r + r² + r·W.")
+@click.option("--out", default=None, metavar="DIR",
+              help="Save the decomposed model (factors + γ + base model reference) to DIR.")
+@click.option("--device", type=click.Choice(_DEVICES), default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(_DTYPES), default="float32", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+def decompose(model: str, layers: str, tensors: str, rank: int, method: str, cache_dir: str | None,
+              no_cache: bool, fold: bool, out: str | None, device: str, dtype: str,
+              as_json: bool) -> None:
+    """Decompose MODEL by a γ: parameters before/after, error per tensor, time, cache use.
+
+    MODEL is smollm2-135m (the embedded default), tiny-llama, a local directory or a
+    Hugging Face id. Example: dse decompose smollm2-135m --layers 2,17,29 --rank 1
+    """
+    from dse import saving, surgery
+    from dse.models import load_model
+
+    gamma = gamma_from_options(layers, tensors, rank)
+    if out is not None:
+        saving.check_writable(out)  # fail before the slow part
+    loaded = load_model(model, device=device, dtype=dtype)
+    gamma.validate_for(loaded.spec)
+    report = surgery.apply(loaded, gamma, cache=_cache(cache_dir, no_cache), method=method, fold=fold,
+                           progress=not as_json)
+    saved = str(saving.save_decomposed(loaded, report, out)) if out is not None else None
+    if as_json:
+        emit_json(report.model_dump(mode="json") | {"out": saved})
+        return
+    print_table(
+        f"{model}: {report.description} ({method})",
+        ["layer", "tensor", "rank", "rel. error", "factors from"],
+        [[t.layer, t.tensor, t.rank, f"{t.rel_error:.4f}", "cache" if t.cached else "decomposition"]
+         for t in report.per_tensor],
+    )
+    rows = [
+        ["parameters before", f"{report.params_before:,}"],
+        ["parameters after", f"{report.params_after:,}"],
+        ["reduction", f"{report.param_reduction_pct:.2f}%"],
+        ["max rel. error", f"{report.max_rel_error:.4f}"],
+        ["decompose time", f"{report.decompose_seconds:.2f} s"],
+        ["cache hits / misses", f"{report.cache_hits} / {report.cache_misses}"],
+    ]
+    if saved is not None:
+        rows.append(["saved to", saved])
+    print_table(None, ["", ""], rows)
+
+
+@click.command()
+@click.argument("model_or_dir", metavar="MODEL_OR_DIR")
+@gamma_options
+@_cache_options
+@click.option("--prompt", required=True, help="Text to continue (plain text, no chat template).")
+@click.option("--max-new-tokens", type=int, default=16, show_default=True)
+@click.option("--compare", is_flag=True, help="Also print the original model's continuation.")
+@click.option("--device", type=click.Choice(_DEVICES), default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(_DTYPES), default=None,
+              help="[default: float32; a saved directory uses its own dtype]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def generate(model_or_dir: str, layers: str, tensors: str, rank: int, method: str,
+             cache_dir: str | None, no_cache: bool, prompt: str, max_new_tokens: int, compare: bool,
+             device: str, dtype: str | None, as_json: bool) -> None:
+    """Greedy-decode PROMPT with a model, decomposed by a γ or loaded from `decompose --out`.
+
+    Example: dse generate smollm2-135m --layers 0,1 --prompt "The capital of France is" --compare
+    """
+    from dse import saving, surgery
+    from dse.models import load_model
+    from space.errors import InvalidConfigError
+
+    gamma = gamma_from_options(layers, tensors, rank)
+    if max_new_tokens < 1:
+        raise InvalidConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    original: str | None = None
+    if saving.is_decomposed_dir(model_or_dir):
+        if not gamma.is_identity:
+            raise InvalidConfigError(
+                f"{model_or_dir!r} is a saved decomposed model and carries its own γ; "
+                f"drop --layers/--tensors/--rank"
+            )
+        manifest = saving.read_manifest(model_or_dir)
+        if dtype is not None and dtype != manifest.base.dtype:
+            raise InvalidConfigError(
+                f"{model_or_dir!r} was saved in {manifest.base.dtype} and runs only in it; "
+                f"drop --dtype or give --dtype {manifest.base.dtype}"
+            )
+        loaded = saving.load_decomposed(model_or_dir, device=device)
+        report = surgery.current(loaded)
+        text = surgery.greedy_continuation(loaded, prompt, max_new_tokens=max_new_tokens)
+        if compare:
+            surgery.undo(loaded)
+            original = surgery.greedy_continuation(loaded, prompt, max_new_tokens=max_new_tokens)
+    else:
+        loaded = load_model(model_or_dir, device=device, dtype=dtype or "float32")
+        gamma.validate_for(loaded.spec)
+        if compare and not gamma.is_identity:
+            original = surgery.greedy_continuation(loaded, prompt, max_new_tokens=max_new_tokens)
+        report = None
+        if not gamma.is_identity:
+            report = surgery.apply(loaded, gamma, cache=_cache(cache_dir, no_cache), method=method,
+                                   progress=not as_json)
+        text = surgery.greedy_continuation(loaded, prompt, max_new_tokens=max_new_tokens)
+    label = report.description if report is not None else "original"
+    if as_json:
+        payload: dict[str, Any] = {
+            "model": loaded.name,
+            "gamma": report.gamma if report is not None else None,
+            "description": label,
+            "prompt": prompt,
+            "continuation": text,
+        }
+        if report is not None:
+            payload["param_reduction_pct"] = report.param_reduction_pct
+        if original is not None:
+            payload["original_continuation"] = original
+        emit_json(payload)
+        return
+    if original is None:
+        click.echo(prompt + text)
+        return
+    print_table(
+        f"{loaded.name}: greedy continuation of {prompt!r}",
+        ["model", "continuation"],
+        [["original", original], [label, text]],
+    )

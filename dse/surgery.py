@@ -1,0 +1,419 @@
+"""Model surgery: apply a γ to a loaded model in place, and undo it exactly.
+
+A study evaluates hundreds of γ on one loaded model, so reloading between trials is
+not an option. :func:`apply` swaps each decomposed ``nn.Linear`` for a
+:class:`~dse.layers.FactorizedLinear` and keeps the original module objects aside;
+:func:`undo` puts those very objects back, so the restored model is the original one
+bit for bit (its weights were never touched). The modules are found through the
+model's family adapter (``space.families``), so Llama-family and BERT models work
+without hard-coded paths, also under task heads that prefix the block list.
+
+The originals are kept on the :class:`~dse.models.LoadedModel` (``originals``: module
+path -> original module; ``applied``: the :class:`SurgeryReport` of the installed γ).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from space.config import DecompositionConfig, ResolvedPair
+from space.errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from dse.cache import FactorCache
+    from dse.decompose import TuckerFactors
+    from dse.models import LoadedModel
+
+__all__ = [
+    "TensorResult",
+    "SurgeryReport",
+    "apply",
+    "install_factors",
+    "undo",
+    "decomposed",
+    "current",
+    "installed_factors",
+    "gamma_from_canonical",
+    "greedy_continuation",
+]
+
+class TensorResult(BaseModel):
+    """One decomposed (layer, tensor): its pruned rank and how well the factors fit W."""
+
+    model_config = ConfigDict(frozen=True)
+
+    layer: int
+    tensor: str
+    rank: int
+    rel_error: float  # ||W - U1·Γ·U2ᵀ||_F / ||W||_F, computed in float64
+    cached: bool  # factors came from the factor cache (no decomposition)
+
+
+class SurgeryReport(BaseModel):
+    """What applying a γ did: the savings (counted on the model) and the fit of each tensor."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    fingerprint: str
+    gamma: dict[str, Any]  # canonical form (DecompositionConfig.canonical)
+    gamma_hash: str
+    description: str
+    method: str
+    fold: bool
+    params_before: int
+    params_after: int
+    param_reduction_pct: float
+    per_tensor: list[TensorResult]
+    max_rel_error: float
+    decompose_seconds: float
+    cache_hits: int
+    cache_misses: int
+
+    def config(self) -> DecompositionConfig:
+        """The γ this report was made for."""
+        return gamma_from_canonical(self.gamma)
+
+
+def gamma_from_canonical(form: Mapping[str, Any]) -> DecompositionConfig:
+    """Rebuild γ from :meth:`DecompositionConfig.canonical` output (e.g. read from JSON)."""
+    layers = tuple(int(x) for x in form.get("layers") or ())
+    if not layers:
+        return DecompositionConfig()
+    tensors = tuple(form["tensors"])
+    rank = form["rank"]
+    if isinstance(rank, Mapping):
+        return DecompositionConfig(layers=layers, tensors=tensors, rank=None,
+                                   ranks={str(k): int(v) for k, v in rank.items()})
+    return DecompositionConfig(layers=layers, tensors=tensors, rank=int(rank))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Unique parameters of ``model`` (tied weights counted once, as the spec counts them)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _block_prefix(loaded: LoadedModel) -> str:
+    """Module path of the block list in *this* model, found through the family adapter."""
+    from space.families import FAMILIES
+
+    spec = loaded.spec
+    family = FAMILIES.get(spec.family)
+    path, blocks = family.locate_layers(loaded.model)
+    if len(blocks) != spec.n_layers:
+        raise InvalidConfigError(
+            f"{loaded.name}: found {len(blocks)} blocks at {path!r}, but its spec has "
+            f"{spec.n_layers} layers"
+        )
+    return path
+
+
+def _set_module(model: torch.nn.Module, path: str, module: torch.nn.Module) -> None:
+    parent, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent), attr, module)
+
+
+def _check_method(method: str) -> None:
+    from dse.decompose import METHODS
+
+    if method not in METHODS:
+        raise InvalidConfigError(
+            f"unknown decomposition method {method!r}; allowed: {', '.join(METHODS.names())}"
+        )
+
+
+# A function that returns (factors, came_from_cache, rel_error) for a pair and its weight.
+_Obtain = Callable[[ResolvedPair, "torch.Tensor"], "tuple[TuckerFactors, bool, float]"]
+
+
+def _install(
+    loaded: LoadedModel,
+    gamma: DecompositionConfig,
+    pairs: list[ResolvedPair],
+    obtain: _Obtain,
+    *,
+    method: str,
+    fold: bool,
+    progress: bool,
+) -> SurgeryReport:
+    """Swap in the factorized layers; on any failure (Ctrl-C included) restore the model."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from dse.layers import FactorizedLinear
+
+    spec = loaded.spec
+    model = loaded.model
+    prefix = _block_prefix(loaded)
+    undo(loaded)
+    params_before = count_parameters(model)
+    originals: dict[str, torch.nn.Module] = {}
+    results: list[TensorResult] = []
+    seconds = 0.0
+    label = gamma.describe(spec)
+    try:
+        with torch.no_grad():
+            bar = tqdm(pairs, desc=f"decomposing {label}", unit="tensor", disable=not progress,
+                       leave=False)
+            for pair in bar:
+                path = f"{prefix}.{pair.layer}.{spec.tensor(pair.tensor).path}"
+                original = model.get_submodule(path)
+                if not isinstance(original, torch.nn.Linear):
+                    raise InvalidConfigError(
+                        f"{loaded.name}: module {path!r} is a {type(original).__name__}, "
+                        f"not an nn.Linear; cannot decompose it"
+                    )
+                bar.set_postfix_str(f"L{pair.layer} {pair.tensor} r={pair.rank}")
+                start = time.perf_counter()
+                factors, hit, rel_error = obtain(pair, original.weight.detach())
+                seconds += time.perf_counter() - start
+                replacement = FactorizedLinear.from_linear(original, factors, fold=fold)
+                originals[path] = original
+                _set_module(model, path, replacement)
+                results.append(TensorResult(layer=pair.layer, tensor=pair.tensor, rank=pair.rank,
+                                            rel_error=float(rel_error), cached=hit))
+    except BaseException:
+        _restore(model, originals)
+        raise
+    params_after = count_parameters(model)
+    hits = sum(r.cached for r in results)
+    report = SurgeryReport(
+        model=loaded.name,
+        fingerprint=loaded.fingerprint,
+        gamma=gamma.canonical(spec),
+        gamma_hash=gamma.hash(spec),
+        description=label,
+        method=method,
+        fold=fold,
+        params_before=params_before,
+        params_after=params_after,
+        param_reduction_pct=100.0 * (params_before - params_after) / params_before,
+        per_tensor=results,
+        max_rel_error=max((r.rel_error for r in results), default=0.0),
+        decompose_seconds=seconds,
+        cache_hits=hits,
+        cache_misses=len(results) - hits,
+    )
+    if originals:
+        loaded.originals = originals
+        loaded.applied = report
+    return report
+
+
+def apply(
+    loaded: LoadedModel,
+    gamma: DecompositionConfig,
+    *,
+    cache: FactorCache | None = None,
+    method: str = "svd",
+    fold: bool = False,
+    progress: bool = False,
+) -> SurgeryReport:
+    """Decompose the tensors γ names and swap factorized layers into the model, in place.
+
+    A γ already applied to this model is undone first, so at most one γ is installed.
+    γ is validated against the model's spec before anything changes.
+
+    Args:
+        loaded: the model to change (its ``nn.Module`` is modified in place).
+        gamma: the decomposition configuration.
+        cache: where factors come from; without one every tensor is decomposed afresh.
+        method: ``"svd"`` (exact for a matrix, the default) or ``"hooi"`` (Algorithm 1).
+        fold: fold Γ into U1 (two matmuls instead of three). Faster, but the parameter
+            count is then H·r + r·W, not the paper's H·r + r² + r·W.
+        progress: show a progress bar naming γ and the current tensor.
+
+    Returns:
+        The report: parameters before/after counted on the model, the relative error of
+        every tensor, decomposition time and cache hits.
+
+    Raises:
+        InvalidConfigError: γ or ``method`` is not valid for this model.
+    """
+    _check_method(method)
+    pairs = gamma.validate_for(loaded.spec)
+    fingerprint = loaded.fingerprint
+
+    def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, float]:
+        from dse.decompose import decompose, relative_error
+
+        if cache is not None:
+            factors, hit = cache.factors(fingerprint, pair.layer, pair.tensor, weight, pair.rank,
+                                         method=method)
+        else:
+            factors, hit = decompose(weight, pair.rank, method=method), False
+        return factors, hit, relative_error(weight, factors)
+
+    return _install(loaded, gamma, pairs, obtain, method=method, fold=fold, progress=progress)
+
+
+def install_factors(
+    loaded: LoadedModel,
+    gamma: DecompositionConfig,
+    factors: Mapping[tuple[int, str], TuckerFactors],
+    *,
+    method: str = "svd",
+    fold: bool = False,
+    rel_errors: Mapping[tuple[int, str], float] | None = None,
+) -> SurgeryReport:
+    """Install factors computed elsewhere (e.g. loaded from disk), without decomposing.
+
+    Args:
+        loaded: the model to change in place.
+        gamma: the γ the factors belong to.
+        factors: one entry per ``(layer, tensor)`` pair γ decomposes, of γ's rank.
+        method: recorded in the report only.
+        fold: as in :func:`apply`.
+        rel_errors: known errors per pair; missing ones are computed from the weights.
+
+    Raises:
+        InvalidConfigError: γ is invalid for the model, or ``factors`` do not match it.
+    """
+    from dse.decompose import relative_error
+
+    pairs = gamma.validate_for(loaded.spec)
+    wanted = {(p.layer, p.tensor) for p in pairs}
+    if set(factors) != wanted:
+        missing = sorted(wanted - set(factors))
+        extra = sorted(set(factors) - wanted)
+        raise InvalidConfigError(
+            f"factors do not match γ {gamma.describe(loaded.spec)}: missing {missing[:4]}, "
+            f"extra {extra[:4]}"
+        )
+    for pair in pairs:
+        f = factors[(pair.layer, pair.tensor)]
+        shape = loaded.spec.tensor(pair.tensor).shape
+        if tuple(f.u1.shape) != (shape[0], pair.rank) or tuple(f.u2.shape) != (shape[1], pair.rank) \
+                or tuple(f.core.shape) != (pair.rank, pair.rank):
+            raise InvalidConfigError(
+                f"factors of layer {pair.layer} tensor {pair.tensor!r} have shapes "
+                f"{tuple(f.u1.shape)}, {tuple(f.core.shape)}, {tuple(f.u2.shape)}; expected "
+                f"({shape[0]}, {pair.rank}), ({pair.rank}, {pair.rank}), ({shape[1]}, {pair.rank})"
+            )
+
+    def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, float]:
+        key = (pair.layer, pair.tensor)
+        f = factors[key]
+        if rel_errors is not None and key in rel_errors:
+            return f, True, float(rel_errors[key])
+        return f, True, relative_error(weight, f)
+
+    return _install(loaded, gamma, pairs, obtain, method=method, fold=fold, progress=False)
+
+
+def _restore(model: torch.nn.Module, originals: Mapping[str, torch.nn.Module]) -> None:
+    for path in reversed(list(originals)):
+        _set_module(model, path, originals[path])
+
+
+def undo(loaded: LoadedModel) -> bool:
+    """Put the original modules back; the model is then bit-identical to the original.
+
+    Returns:
+        Whether a γ was installed (undoing an undecomposed model does nothing).
+    """
+    if not loaded.originals:
+        loaded.applied = None
+        return False
+    _restore(loaded.model, loaded.originals)
+    loaded.originals = {}
+    loaded.applied = None
+    return True
+
+
+def current(loaded: LoadedModel) -> SurgeryReport | None:
+    """The report of the γ installed on this model, or None for the original model."""
+    return loaded.applied if isinstance(loaded.applied, SurgeryReport) else None
+
+
+def installed_factors(loaded: LoadedModel) -> dict[tuple[int, str], TuckerFactors]:
+    """The factors of the installed γ, per ``(layer, tensor)``, as the model holds them."""
+    report = current(loaded)
+    if report is None:
+        return {}
+    prefix = _block_prefix(loaded)
+    out = {}
+    for result in report.per_tensor:
+        path = f"{prefix}.{result.layer}.{loaded.spec.tensor(result.tensor).path}"
+        out[(result.layer, result.tensor)] = _module_factors(loaded.model.get_submodule(path))
+    return out
+
+
+def _module_factors(module: torch.nn.Module) -> TuckerFactors:
+    """The factors a FactorizedLinear holds; a folded one has Γ inside U1, so Γ = I."""
+    import torch
+
+    from dse.decompose import TuckerFactors
+
+    u1, u2 = module.u1.detach(), module.u2.detach()
+    if module.core is None:
+        core = torch.eye(u1.shape[1], dtype=u1.dtype, device=u1.device)
+    else:
+        core = module.core.detach()
+    return TuckerFactors(u1, core, u2)
+
+
+@contextlib.contextmanager
+def decomposed(
+    loaded: LoadedModel,
+    gamma: DecompositionConfig,
+    *,
+    cache: FactorCache | None = None,
+    method: str = "svd",
+    fold: bool = False,
+    progress: bool = False,
+) -> Iterator[SurgeryReport]:
+    """Apply γ for the duration of a ``with`` block; the model leaves it original.
+
+    The undo runs on every exit (exceptions and Ctrl-C included), so an interrupted
+    trial never leaves a decomposed model behind. A γ installed before the block is
+    undone on entry and not re-installed.
+    """
+    report = apply(loaded, gamma, cache=cache, method=method, fold=fold, progress=progress)
+    try:
+        yield report
+    finally:
+        undo(loaded)
+
+
+def greedy_continuation(loaded: LoadedModel, prompt: str, *, max_new_tokens: int = 16) -> str:
+    """Greedy-decode ``prompt`` as plain text and return only the new text.
+
+    Deterministic (no sampling), so the original and a decomposed model can be compared
+    token for token.
+
+    Raises:
+        InvalidConfigError: ``max_new_tokens`` is not positive, or the model cannot generate.
+    """
+    import torch
+
+    if max_new_tokens < 1:
+        raise InvalidConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    model = loaded.model
+    if not hasattr(model, "generate") or not getattr(model, "can_generate", lambda: False)():
+        raise InvalidConfigError(
+            f"{loaded.name} is a {type(model).__name__}, which cannot generate text; "
+            f"use a causal language model"
+        )
+    tokenizer = loaded.tokenizer
+    inputs = tokenizer(prompt, return_tensors="pt").to(loaded.device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                pad_token_id=pad, temperature=None, top_p=None, top_k=None,
+            )
+    finally:
+        model.train(was_training)
+    new_tokens = output[0, inputs["input_ids"].shape[1]:]
+    return str(tokenizer.decode(new_tokens, skip_special_tokens=True))
