@@ -40,6 +40,7 @@ __all__ = [
     "METHODS",
     "decompose",
     "truncated_svd",
+    "check_weight_rank",
     "relative_error",
     "optimal_relative_error",
     "FULL_SVD_MAX_DIM",
@@ -117,7 +118,8 @@ class SingularTriplets(NamedTuple):
         )
 
 
-def _check_weight(weight: torch.Tensor, rank: int) -> None:
+def check_weight_rank(weight: torch.Tensor, rank: int) -> None:
+    """Raise InvalidConfigError unless ``weight`` is a floating H×W matrix and 1 ≤ rank ≤ min(H, W)."""
     import torch
 
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
@@ -242,7 +244,7 @@ def truncated_svd(
     """
     import torch
 
-    _check_weight(weight, rank)
+    check_weight_rank(weight, rank)
     if algorithm not in ("auto", "full", "randomized"):
         raise InvalidConfigError(
             f"unknown SVD algorithm {algorithm!r}; allowed: auto, full, randomized"
@@ -314,7 +316,7 @@ def decompose(
     import torch
 
     fn = METHODS.get(method)
-    _check_weight(weight, rank)
+    check_weight_rank(weight, rank)
     if not tol > 0:
         raise InvalidConfigError(f"tol must be positive, got {tol}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
