@@ -18,6 +18,7 @@ __all__ = [
     "StorageError",
     "load_model",
     "load_decomposed",
+    "save_decomposed",
     "run_study",
     "load_study",
 ]
@@ -25,6 +26,7 @@ __all__ = [
 _LAZY = {
     "load_model": "dse.models:load_model",
     "load_decomposed": "dse.saving:load_decomposed",
+    "save_decomposed": "dse.saving:save_decomposed",
     "run_study": "dse.study.api:run_study",
     "load_study": "dse.study.api:load_study",
 }

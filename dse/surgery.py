@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from dse.cache import FactorCache
     from dse.decompose import TuckerFactors
+    from dse.layers import FactorizedLinear
     from dse.models import LoadedModel
 
 __all__ = [
@@ -129,8 +130,8 @@ def _check_method(method: str) -> None:
         )
 
 
-# A function that returns (factors, came_from_cache, rel_error) for a pair and its weight.
-_Obtain = Callable[[ResolvedPair, "torch.Tensor"], "tuple[TuckerFactors, bool, float]"]
+# Returns (factors, came_from_cache, known rel_error or None) for a pair and its weight.
+_Obtain = Callable[[ResolvedPair, "torch.Tensor"], "tuple[TuckerFactors, bool, float | None]"]
 
 
 def _install(
@@ -147,6 +148,7 @@ def _install(
     import torch
     from tqdm.auto import tqdm
 
+    from dse.decompose import relative_error
     from dse.layers import FactorizedLinear
 
     spec = loaded.spec
@@ -171,9 +173,12 @@ def _install(
                         f"not an nn.Linear; cannot decompose it"
                     )
                 bar.set_postfix_str(f"L{pair.layer} {pair.tensor} r={pair.rank}")
+                weight = original.weight.detach()
                 start = time.perf_counter()
-                factors, hit, rel_error = obtain(pair, original.weight.detach())
-                seconds += time.perf_counter() - start
+                factors, hit, rel_error = obtain(pair, weight)
+                seconds += time.perf_counter() - start  # decomposing or reading the cache only
+                if rel_error is None:
+                    rel_error = relative_error(weight, factors)
                 replacement = FactorizedLinear.from_linear(original, factors, fold=fold)
                 originals[path] = original
                 _set_module(model, path, replacement)
@@ -241,15 +246,14 @@ def apply(
     pairs = gamma.validate_for(loaded.spec)
     fingerprint = loaded.fingerprint
 
-    def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, float]:
-        from dse.decompose import decompose, relative_error
+    def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, None]:
+        from dse.decompose import decompose
 
         if cache is not None:
             factors, hit = cache.factors(fingerprint, pair.layer, pair.tensor, weight, pair.rank,
-                                         method=method)
-        else:
-            factors, hit = decompose(weight, pair.rank, method=method), False
-        return factors, hit, relative_error(weight, factors)
+                                         method=method, label=loaded.name)
+            return factors, hit, None
+        return decompose(weight, pair.rank, method=method), False, None
 
     return _install(loaded, gamma, pairs, obtain, method=method, fold=fold, progress=progress)
 
@@ -276,8 +280,6 @@ def install_factors(
     Raises:
         InvalidConfigError: γ is invalid for the model, or ``factors`` do not match it.
     """
-    from dse.decompose import relative_error
-
     pairs = gamma.validate_for(loaded.spec)
     wanted = {(p.layer, p.tensor) for p in pairs}
     if set(factors) != wanted:
@@ -298,12 +300,10 @@ def install_factors(
                 f"({shape[0]}, {pair.rank}), ({pair.rank}, {pair.rank}), ({shape[1]}, {pair.rank})"
             )
 
-    def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, float]:
+    def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, float | None]:
         key = (pair.layer, pair.tensor)
-        f = factors[key]
-        if rel_errors is not None and key in rel_errors:
-            return f, True, float(rel_errors[key])
-        return f, True, relative_error(weight, f)
+        known = rel_errors.get(key) if rel_errors is not None else None
+        return factors[key], True, None if known is None else float(known)
 
     return _install(loaded, gamma, pairs, obtain, method=method, fold=fold, progress=False)
 
@@ -342,11 +342,14 @@ def installed_factors(loaded: LoadedModel) -> dict[tuple[int, str], TuckerFactor
     out = {}
     for result in report.per_tensor:
         path = f"{prefix}.{result.layer}.{loaded.spec.tensor(result.tensor).path}"
-        out[(result.layer, result.tensor)] = _module_factors(loaded.model.get_submodule(path))
+        module = loaded.model.get_submodule(path)
+        if not hasattr(module, "u1"):
+            raise InvalidConfigError(f"{loaded.name}: {path!r} was changed outside dse.surgery")
+        out[(result.layer, result.tensor)] = _module_factors(module)  # type: ignore[arg-type]
     return out
 
 
-def _module_factors(module: torch.nn.Module) -> TuckerFactors:
+def _module_factors(module: FactorizedLinear) -> TuckerFactors:
     """The factors a FactorizedLinear holds; a folded one has Γ inside U1, so Γ = I."""
     import torch
 

@@ -123,3 +123,15 @@ def test_damaged_directories_are_reported(saved: tuple[Path, torch.Tensor, surge
     (out / "decomposed.json").write_text("{not json")
     with pytest.raises(DataError, match="damaged"):
         saving.load_decomposed(out)
+
+
+def test_folded_round_trip(tiny: LoadedModel, tmp_path: Path) -> None:
+    report = surgery.apply(tiny, GAMMA, fold=True)
+    expected = logits(tiny)
+    out = saving.save_decomposed(tiny, report, tmp_path / "folded")
+    surgery.undo(tiny)
+    loaded = saving.load_decomposed(out)
+    restored = surgery.current(loaded)
+    assert restored is not None and restored.fold
+    assert restored.params_after == report.params_after
+    assert torch.equal(logits(loaded), expected)

@@ -1,0 +1,136 @@
+"""Forward latency of decomposed vs original SmolLM2-135M on this machine (prints figures).
+
+One "run" is what a chat turn costs: prefill a 128-token prompt, then 32 greedy decode
+steps with the KV cache, batch 1. For each configuration the original and the
+decomposed model are timed alternately in one process (undo / re-install between runs,
+so both see the same machine state; the CPUs here are shared), and the medians are
+compared. The configurations are the paper's Table IV rows for Llama-2-7B (32 layers,
+1-based) scaled to SmolLM2's 30 layers, 0-based, rank 1, all tensors, never touching
+layers 0-1 (heuristic 3).
+
+Usage: .venv/bin/python benchmarks/bench_latency.py [--repeats 7] [--fold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+# The paper's Table IV rows (1-based layers of 32-layer Llama-2-7B) with 2, 3, 5 and 7 layers.
+PAPER_ROWS: tuple[tuple[int, ...], ...] = (
+    (3, 30),
+    (3, 18, 32),
+    (3, 9, 15, 21, 27),
+    (5, 9, 13, 17, 21, 25, 29),
+)
+
+
+def scale_layers(paper_layers: tuple[int, ...], *, n_layers: int, paper_n_layers: int = 32,
+                 first_allowed: int = 2) -> tuple[int, ...]:
+    """Map 1-based layers of a ``paper_n_layers`` model onto 0-based layers of ``n_layers``."""
+    scaled = []
+    for layer in paper_layers:
+        position = (layer - 1) * (n_layers - 1) / (paper_n_layers - 1)
+        scaled.append(max(first_allowed, min(n_layers - 1, round(position))))
+    if len(set(scaled)) != len(scaled):
+        raise ValueError(f"scaling {paper_layers} collided: {scaled}")
+    return tuple(scaled)
+
+
+def one_run(model: Any, prompt_ids: Any, *, decode_steps: int) -> tuple[float, float]:
+    """Seconds for the prefill and for ``decode_steps`` greedy steps after it."""
+    import torch
+
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = model(input_ids=prompt_ids, use_cache=True)
+        next_token = out.logits[:, -1:].argmax(-1)
+        prefill = time.perf_counter() - start
+        past = out.past_key_values
+        start = time.perf_counter()
+        for _ in range(decode_steps):
+            out = model(input_ids=next_token, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            next_token = out.logits[:, -1:].argmax(-1)
+        decode = time.perf_counter() - start
+    return prefill, decode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per model and configuration")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--decode-steps", type=int, default=32)
+    parser.add_argument("--fold", action="store_true", help="fold Γ into U1 (two matmuls)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    args = parser.parse_args()
+
+    import torch
+
+    from dse import surgery
+    from dse.cache import FactorCache
+    from dse.models import load_model
+    from space.config import DecompositionConfig
+
+    loaded = load_model("smollm2-135m", device=args.device)
+    spec = loaded.spec
+    generator = torch.Generator().manual_seed(0)
+    prompt_ids = torch.randint(3, spec.vocab_size, (1, args.prompt_tokens), generator=generator)
+    prompt_ids = prompt_ids.to(args.device)
+    cache = FactorCache(None)
+
+    def timed() -> tuple[float, float]:
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return one_run(loaded.model, prompt_ids, decode_steps=args.decode_steps)
+
+    print(f"SmolLM2-135M, {args.device}, float32, torch threads {torch.get_num_threads()}, "
+          f"batch 1, prefill {args.prompt_tokens} tokens + {args.decode_steps} greedy decode steps, "
+          f"{args.repeats} alternating repeats per configuration (medians), rank 1, all 7 tensors"
+          f"{', folded' if args.fold else ''}")
+    timed()  # warm-up: allocator, kernels, first-call overheads
+    header = (f"{'paper layers (1-based/32)':<27} {'our layers (0-based/30)':<24} {'params -%':>9} "
+              f"{'orig s':>7} {'decomp s':>8} {'ratio':>6} {'latency -%':>10} {'prefill -%':>10} "
+              f"{'decode -%':>9} {'lat%/param%':>11}")
+    print(header)
+    slopes = []
+    for paper_layers in PAPER_ROWS:
+        layers = scale_layers(paper_layers, n_layers=spec.n_layers)
+        gamma = DecompositionConfig(layers=layers, tensors="all", rank=1)
+        report = surgery.apply(loaded, gamma, cache=cache, fold=args.fold)
+        factors = surgery.installed_factors(loaded)
+        errors = {(t.layer, t.tensor): t.rel_error for t in report.per_tensor}
+        timed()  # warm-up of the decomposed shapes
+        original: list[tuple[float, float]] = []
+        decomposed: list[tuple[float, float]] = []
+        for repeat in range(args.repeats):
+            # Alternate which goes first, so drifts in machine load hit both alike.
+            order = ("orig", "dec") if repeat % 2 == 0 else ("dec", "orig")
+            for which in order:
+                if which == "orig":
+                    surgery.undo(loaded)
+                    original.append(timed())
+                else:
+                    surgery.install_factors(loaded, gamma, factors, fold=args.fold, rel_errors=errors)
+                    decomposed.append(timed())
+        surgery.undo(loaded)
+        orig_total = statistics.median(p + d for p, d in original)
+        dec_total = statistics.median(p + d for p, d in decomposed)
+        prefill_cut = 100 * (1 - statistics.median(p for p, _ in decomposed)
+                             / statistics.median(p for p, _ in original))
+        decode_cut = 100 * (1 - statistics.median(d for _, d in decomposed)
+                            / statistics.median(d for _, d in original))
+        cut = 100 * (1 - dec_total / orig_total)
+        slope = cut / report.param_reduction_pct
+        slopes.append(slope)
+        print(f"{str(list(paper_layers)):<27} {str(list(layers)):<24} {report.param_reduction_pct:>9.2f} "
+              f"{orig_total:>7.3f} {dec_total:>8.3f} {dec_total / orig_total:>6.3f} {cut:>10.2f} "
+              f"{prefill_cut:>10.2f} {decode_cut:>9.2f} {slope:>11.2f}")
+    print(f"latency reduction per 1% of parameter reduction: mean {statistics.mean(slopes):.2f}% "
+          f"(range {min(slopes):.2f}..{max(slopes):.2f}); the paper saw about 0.5% on A100s")
+
+
+if __name__ == "__main__":
+    main()
