@@ -8,7 +8,7 @@ compared. The configurations are the paper's Table IV rows for Llama-2-7B (32 la
 1-based) scaled to SmolLM2's 30 layers, 0-based, rank 1, all tensors, never touching
 layers 0-1 (heuristic 3).
 
-Usage: .venv/bin/python benchmarks/bench_latency.py [--repeats 7] [--fold]
+Usage: .venv/bin/python benchmarks/bench_latency.py [--repeats 7] [--threads 1] [--fold]
 """
 
 from __future__ import annotations
@@ -65,9 +65,14 @@ def main() -> None:
     parser.add_argument("--decode-steps", type=int, default=32)
     parser.add_argument("--fold", action="store_true", help="fold Γ into U1 (two matmuls)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default); 1 is steadiest on a shared machine")
     args = parser.parse_args()
 
     import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     from dse import surgery
     from dse.cache import FactorCache

@@ -116,6 +116,10 @@ def save_decomposed(
     """
     from dse import surgery
 
+    gamma_form = report_or_gamma.canonical(loaded.spec) if isinstance(
+        report_or_gamma, DecompositionConfig) else report_or_gamma.gamma
+    if not gamma_form.get("layers"):
+        raise InvalidConfigError("γ decomposes no layer: there is nothing to save beside the base model")
     out = check_writable(out_dir)
     installed = surgery.current(loaded)
     if isinstance(report_or_gamma, DecompositionConfig):

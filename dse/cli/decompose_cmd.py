@@ -61,8 +61,12 @@ def decompose(model: str, layers: str, tensors: str, rank: int, method: str, cac
     from dse import saving, surgery
     from dse.models import load_model
 
+    from space.errors import InvalidConfigError
+
     gamma = gamma_from_options(layers, tensors, rank)
     if out is not None:
+        if gamma.is_identity:
+            raise InvalidConfigError("--out saves a decomposed model, but no --layers were given")
         saving.check_writable(out)  # fail before the slow part
     loaded = load_model(model, device=device, dtype=dtype)
     gamma.validate_for(loaded.spec)

@@ -94,6 +94,7 @@ def test_generate_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
         (["decompose", "tiny-llama", "--layers", "1", "--rank", "0"], "--rank must be at least 1"),
         (["decompose", "llama2-7b", "--layers", "1"], "architecture-only preset"),
         (["generate", "tiny-llama", "--prompt", "x", "--max-new-tokens", "0"], "at least 1"),
+        (["decompose", "tiny-llama", "--out", "/tmp/never-written"], "no --layers were given"),
     ],
 )
 def test_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:

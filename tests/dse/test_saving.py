@@ -94,6 +94,12 @@ def test_saving_a_report_of_another_gamma_is_refused(tiny: LoadedModel, tmp_path
         saving.save_decomposed(tiny, GAMMA, tmp_path / "x")
 
 
+def test_identity_gamma_is_not_saved(tiny: LoadedModel, tmp_path: Path) -> None:
+    with pytest.raises(InvalidConfigError, match="nothing to save"):
+        saving.save_decomposed(tiny, DecompositionConfig(), tmp_path / "id")
+    assert not (tmp_path / "id").exists()
+
+
 def test_unwritable_out_is_one_storage_error(tiny: LoadedModel, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
