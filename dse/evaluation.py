@@ -221,7 +221,7 @@ class Evaluator:
         self.progress = progress
         self.accuracy = AccuracyObjective(
             settings.tasks, limit=settings.limit, batch_size=settings.batch_size,
-            data_dir=settings.data_dir,
+            data_dir=settings.data_dir, show_progress=progress,
         )
         self._efficiency_baseline: EfficiencyRecord | None = None
         self.evaluations = 0  # trials actually measured (not memo answers) in this process
@@ -275,7 +275,7 @@ class Evaluator:
 
             undo(self.loaded)
         started = time.perf_counter()
-        accuracy = self._measure_accuracy(label="baseline")
+        accuracy = self._measure_accuracy()
         efficiency = self.efficiency_baseline()
         return BaselineRecord(
             model=self.loaded.name,
@@ -312,17 +312,15 @@ class Evaluator:
     def _measure_accuracy(
         self,
         *,
-        label: str,
         baseline: AccuracyMeasurement | None = None,
         tau: float | None = None,
     ) -> AccuracyMeasurement:
         from objectives.paired import certainly_above, paired_drop
 
         target = self.loaded.target()
-        progress = self._progress_callback(label) if self.progress else None
         chunk = self.settings.chunk_size
         if chunk is None:
-            return self.accuracy.measure_chunked(target, chunk_size=10**9, progress=progress)
+            return self.accuracy.measure(target)
 
         def hopeless(partial: AccuracyMeasurement) -> bool:
             if baseline is None or tau is None:
@@ -333,24 +331,7 @@ class Evaluator:
             )
             return certainly_above(estimate, tau)
 
-        return self.accuracy.measure_chunked(
-            target, chunk_size=chunk, should_stop=hopeless, progress=progress
-        )
-
-    def _progress_callback(self, label: str) -> Any:
-        from tqdm.auto import tqdm
-
-        bars: dict[str, Any] = {}
-
-        def report(task: str, done: int, total: int) -> None:
-            bar = bars.get(task)
-            if bar is None:
-                bar = bars[task] = tqdm(total=total, desc=f"{label} · {task}", unit="doc", leave=False)
-            bar.update(done - bar.n)
-            if done >= total:
-                bar.close()
-
-        return report
+        return self.accuracy.measure_chunked(target, chunk_size=chunk, should_stop=hopeless)
 
     def evaluate(
         self,
@@ -375,9 +356,7 @@ class Evaluator:
         base_accuracy = baseline.accuracy_result()
         started = time.perf_counter()
         with decomposed(self.loaded, gamma, cache=self.cache, method=self.settings.method) as report:
-            accuracy = self._measure_accuracy(
-                label=gamma.describe(spec), baseline=base_accuracy, tau=tau
-            )
+            accuracy = self._measure_accuracy(baseline=base_accuracy, tau=tau)
             early = not accuracy.complete
             efficiency = EfficiencyRecord() if early or efficiency_base is None else self.measure_efficiency()
             params_after = sum(p.numel() for p in self.loaded.model.parameters())

@@ -1,0 +1,107 @@
+"""The Evaluator: baseline once, trials against it, early stop, and the model left untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dse.evaluation import Evaluator, MeasurementSettings
+from objectives.workload import Workload
+from space.config import DecompositionConfig
+from space.errors import InvalidConfigError
+from space.metrics import parameter_report
+
+SMALL = Workload(prefill_tokens=8, decode_tokens=2, warmup=0, repeats=1)
+
+
+def _settings(**overrides) -> MeasurementSettings:  # type: ignore[no-untyped-def]
+    fields = dict(tasks=("dse_arc_easy",), limit=6, batch_size=8, workload=SMALL)
+    fields.update(overrides)
+    return MeasurementSettings(**fields)
+
+
+@pytest.fixture(scope="module")
+def evaluator(tiny_llama, data_dir, tmp_path_factory):  # type: ignore[no-untyped-def]
+    from dse.cache import FactorCache
+
+    cache = FactorCache(tmp_path_factory.mktemp("factors"))
+    return Evaluator(tiny_llama, _settings(data_dir=str(data_dir)), cache=cache, progress=False)
+
+
+@pytest.fixture(scope="module")
+def baseline(evaluator):  # type: ignore[no-untyped-def]
+    return evaluator.baseline()
+
+
+def test_baseline_holds_per_document_results(baseline, tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    task = baseline.accuracy_result().per_task["dse_arc_easy"]
+    assert task.n_docs == 6 and len(task.per_doc) == 6
+    assert baseline.accuracy == pytest.approx(sum(task.per_doc) / 6)
+    assert baseline.params == tiny_llama.spec.total_params
+    assert baseline.latency_s is not None and baseline.latency_s > 0
+    assert baseline.energy_method is not None
+
+
+def test_trial_matches_the_space_and_leaves_the_model_untouched(evaluator, baseline, tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    ids = torch.arange(1, 17).unsqueeze(0)
+    with torch.no_grad():
+        before = tiny_llama.model(ids).logits
+    gamma = DecompositionConfig(layers=(1, 3), tensors="all", rank=1)
+    record = evaluator.evaluate(gamma, baseline)
+    predicted = parameter_report(tiny_llama.spec, gamma)
+    assert record.params == predicted.params_after
+    assert record.param_reduction_pct == pytest.approx(predicted.param_reduction_pct)
+    assert record.accuracy_drop_pp == pytest.approx((baseline.accuracy - record.accuracy) * 100)
+    assert record.drop_ci_low_pp <= record.accuracy_drop_pp <= record.drop_ci_high_pp
+    assert record.per_task["dse_arc_easy"].n_docs == 6
+    assert record.latency_ratio is not None and record.energy_ratio is not None
+    assert record.edp_ratio == pytest.approx(record.latency_ratio * record.energy_ratio)
+    assert record.gamma_hash == gamma.hash(tiny_llama.spec)
+    with torch.no_grad():
+        assert torch.equal(tiny_llama.model(ids).logits, before)
+
+
+def test_hopeless_trial_stops_after_one_chunk(tiny_llama, data_dir, baseline, evaluator) -> None:  # type: ignore[no-untyped-def]
+    early = Evaluator(
+        tiny_llama, _settings(data_dir=str(data_dir), chunk_size=2), cache=evaluator.cache,
+        progress=False,
+    )
+    # Any drop is "certainly above" τ = -1000 pp, so the first chunk decides.
+    record = early.evaluate(DecompositionConfig(layers=(2,), rank=1), baseline, tau=-1000.0)
+    assert record.early_stopped
+    assert record.per_task["dse_arc_easy"].n_docs == 2
+    assert record.latency_s is None and record.edp_ratio is None
+    assert "τ=-1000.0" in (record.stop_reason or "")
+
+
+def test_settings_keys_separate_accuracy_from_efficiency() -> None:
+    a = _settings()
+    b = _settings(measure_latency=False, measure_energy=False)
+    assert a.accuracy_key() == b.accuracy_key()
+    assert a.key() != b.key()
+    assert a.key() == _settings(data_dir="/elsewhere", chunk_size=3).key()
+    assert a.accuracy_key() != _settings(limit=7).accuracy_key()
+
+
+def test_baseline_of_other_weights_is_refused(evaluator, baseline) -> None:  # type: ignore[no-untyped-def]
+    forged = baseline.model_copy(update={"fingerprint": "0" * 16})
+    with pytest.raises(InvalidConfigError, match="other weights|weights"):
+        evaluator.evaluate(DecompositionConfig(layers=(1,)), forged)
+
+
+def test_invalid_gamma_is_refused_before_surgery(evaluator, baseline, tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidConfigError, match="out of range"):
+        evaluator.evaluate(DecompositionConfig(layers=(9,)), baseline)
+    assert tiny_llama.applied is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [({"tasks": ()}, "at least one task"), ({"limit": 0}, "greater than or equal to 1"),
+     ({"tasks": ("a", "a")}, "listed twice")],
+)
+def test_bad_settings_say_what_is_allowed(fields, fragment) -> None:  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=fragment):
+        _settings(**fields)
