@@ -277,7 +277,7 @@ def pareto(name: str, x: str | None, y: str | None, z: str | None, include_all: 
     _print_rows(f"Pareto front of {name} ({' vs '.join(metrics)}, {'all' if include_all else 'feasible'})", front)
 
 
-@study.command(help="Every trial as CSV or JSON (stdout, or --out FILE).")
+@study.command(help="Every trial as CSV or JSON (stdout, or --out FILE); --json alone prints the JSON list.")
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
@@ -289,7 +289,8 @@ def export(name: str, fmt: str, out_file: Path | None, storage: str | None, as_j
     from space.errors import StorageError
 
     handle = load_study(name, storage=storage)
-    text = handle.export("json" if as_json else fmt)
+    # --json on stdout means the JSON list; with --out it means a JSON summary of the write.
+    text = handle.export(fmt if out_file is not None or not as_json else "json")
     if out_file is None:
         click.echo(text, nl=False)
         return

@@ -176,13 +176,12 @@ class StudyDefinition(BaseModel):
     def _rules_known(cls, value: Any) -> Any:
         if not isinstance(value, Mapping):
             return value
-        from space.rules import RULES
+        from space.rules import RULES, RuleSet
 
-        for rule_name, param in value.items():
+        for rule_name in value:
             if rule_name not in RULES:
                 raise ValueError(RULES.unknown_message(str(rule_name)))
-            if isinstance(param, int) and not isinstance(param, bool) and param < 0:
-                raise ValueError(f"rule {rule_name} takes a non-negative parameter, got {param}")
+        RuleSet(rules=dict(value))  # names, values and ranges, as `dse space` checks them
         return dict(value)
 
     @field_validator("objective")

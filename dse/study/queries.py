@@ -36,7 +36,7 @@ __all__ = [
 
 # Keys of every row, in export order (per_task, gamma and the lists are kept as objects).
 ROW_KEYS: tuple[str, ...] = (
-    "number", "state", "feasible", "memoized", "rejected", "early_stopped", "paper_seed",
+    "number", "state", "feasible", "memoized", "rejected", "early_stopped", "paper_seed", "retry_of",
     "gamma", "gamma_hash", "gamma_label",
     "accuracy", "baseline_accuracy", "accuracy_drop_pp", "drop_ci_low_pp", "drop_ci_high_pp",
     "edp_ratio", "latency_ratio", "energy_ratio", "memory_ratio",

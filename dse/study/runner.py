@@ -407,11 +407,22 @@ class Worker:
             self.stats.reaped += 1
             if number is None:
                 continue
-            logger.warning("trial %d lost its worker (no heartbeat): marked FAIL", number)
+            logger.warning("trial %d lost its worker (no heartbeat): marked FAIL, its γ queued again", number)
             try:
                 retrying(lambda n=number: self.p.study.tell(n, state=TrialState.FAIL, skip_if_finished=True))
             except ValueError:
-                pass  # finished meanwhile
+                continue  # finished meanwhile
+            lost = retrying(lambda: self.p.study.get_trials(deepcopy=False))
+            frozen = next((t for t in lost if t.number == number), None)
+            if frozen is not None:
+                self._requeue(frozen.params, frozen.user_attrs, number)
+
+    def _requeue(self, params: dict[str, Any], user_attrs: dict[str, Any], number: int) -> None:
+        """Queue the γ of a trial that did not finish, so the study measures it after all."""
+        attrs = {"retry_of": number}
+        if user_attrs.get("paper_seed"):
+            attrs["paper_seed"] = user_attrs["paper_seed"]
+        retrying(lambda: self.p.study.enqueue_trial(dict(params), user_attrs=attrs))
 
     def _one(self, claim: Claim) -> str:
         from optuna.trial import TrialState
@@ -430,7 +441,10 @@ class Worker:
                 try:
                     trial.set_user_attr("fail_reason", reason[:500])
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                except Exception as tell_exc:  # noqa: BLE001 - the original error matters more
+                    if isinstance(exc, KeyboardInterrupt):
+                        # Not the γ's fault: the next resume measures it first.
+                        self._requeue(trial.params, trial.user_attrs, trial.number)
+                except BaseException as tell_exc:  # noqa: BLE001 - the original error matters more
                     logger.warning("could not mark trial %s failed: %s", trial.number, tell_exc)
             try:
                 tables.release(claim, reason)
