@@ -9,9 +9,12 @@ that evaluates trials, and every trial reports ratios to that same-process basel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import statistics
 import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -191,6 +194,25 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+@contextlib.contextmanager
+def _module_states(loaded: LoadedModel) -> Iterator[Callable[[str], None]]:
+    """Switch an applied model between its original and decomposed modules; ends decomposed."""
+    compressed = {path: loaded.model.get_submodule(path) for path in loaded.originals}
+    originals = dict(loaded.originals)
+
+    def use(state: str) -> None:
+        modules = originals if state == "baseline" else compressed
+        for path, module in modules.items():
+            parent_path, _, child = path.rpartition(".")
+            parent = loaded.model.get_submodule(parent_path) if parent_path else loaded.model
+            setattr(parent, child, module)
+
+    try:
+        yield use
+    finally:
+        use("compressed")
+
+
 def _ratio(value: float | None, base: float | None) -> float | None:
     if value is None or base is None or base <= 0:
         return None
@@ -265,6 +287,67 @@ class Evaluator:
                 undo(self.loaded)
             self._efficiency_baseline = self.measure_efficiency()
         return self._efficiency_baseline
+
+    def paired_efficiency(self) -> tuple[EfficiencyRecord, EfficiencyRecord]:
+        """Time the installed γ and the original side by side: ``(compressed, baseline)``.
+
+        Runs alternate between the two module sets in ABBA order (swapping modules is
+        free: the originals are kept aside), so drift and neighbours' load on a shared
+        machine hit both sides alike and the ratio stays honest where two separate
+        measurements minutes apart would not. Each run yields both latency and energy.
+        """
+        from objectives.energy import EnergyObjective
+        from objectives.latency import LatencyObjective
+        from objectives.memory import MemoryObjective, model_memory
+        from objectives.workload import run_workload
+
+        settings = self.settings
+        target = self.loaded.target()
+        single = settings.workload.model_copy(update={"warmup": 0, "repeats": 1})
+        latency: dict[str, list[float]] = {"baseline": [], "compressed": []}
+        energy: dict[str, list[float]] = {"baseline": [], "compressed": []}
+        energy_method: str | None = None
+        energy_estimated: bool | None = None
+        # NVML energy counters refresh every 20-100 ms: meter long enough to see them move.
+        min_time = 0.5 if self.loaded.device == "cuda" else 0.0
+        with _module_states(self.loaded) as use:
+            use("baseline")
+            _, base_param_bytes, base_buffer_bytes = model_memory(self.loaded.model)
+            for state in ("baseline", "compressed"):
+                use(state)
+                for _ in range(settings.workload.warmup):
+                    run_workload(target, settings.workload)
+            for round_index in range(settings.workload.repeats):
+                order = ("baseline", "compressed") if round_index % 2 == 0 else ("compressed", "baseline")
+                for state in order:
+                    use(state)
+                    if settings.measure_latency:
+                        latency[state].append(LatencyObjective(single).measure(target).median_s)
+                    if settings.measure_energy:
+                        run = EnergyObjective(single, min_time_s=min_time).measure(target)
+                        energy[state].append(run.energy_j)
+                        energy_method, energy_estimated = run.method, run.estimated
+            use("compressed")
+            memory = MemoryObjective(single).measure(target) if settings.measure_memory else None
+
+        def record(state: str) -> EfficiencyRecord:
+            lat, en = latency[state], energy[state]
+            return EfficiencyRecord(
+                latency_s=statistics.median(lat) if lat else None,
+                latency_spread_s=(max(lat) - min(lat)) if lat else None,
+                latency_method="paired-abba",
+                energy_j=statistics.median(en) if en else None,
+                energy_method=energy_method,
+                energy_estimated=energy_estimated,
+            )
+
+        compressed, baseline = record("compressed"), record("baseline")
+        if memory is not None:
+            compressed.memory_bytes = memory.model_bytes
+            compressed.peak_memory_bytes = memory.peak_bytes
+            compressed.memory_method = memory.method
+            baseline.memory_bytes = base_param_bytes + base_buffer_bytes
+        return compressed, baseline
 
     # ---- baseline -----------------------------------------------------------------
 
@@ -352,13 +435,14 @@ class Evaluator:
         self.check_baseline(baseline)
         spec = self.loaded.spec
         gamma.validate_for(spec)  # before touching the model
-        efficiency_base = self.efficiency_baseline() if self._wants_efficiency() else None
         base_accuracy = baseline.accuracy_result()
         started = time.perf_counter()
         with decomposed(self.loaded, gamma, cache=self.cache, method=self.settings.method) as report:
             accuracy = self._measure_accuracy(baseline=base_accuracy, tau=tau)
             early = not accuracy.complete
-            efficiency = EfficiencyRecord() if early or efficiency_base is None else self.measure_efficiency()
+            efficiency, efficiency_base = EfficiencyRecord(), EfficiencyRecord()
+            if not early and self._wants_efficiency():
+                efficiency, efficiency_base = self.paired_efficiency()
             params_after = sum(p.numel() for p in self.loaded.model.parameters())
         self.evaluations += 1
         drop = paired_drop(
@@ -376,8 +460,8 @@ class Evaluator:
             )
             for name, task_drop in drop.per_task.items()
         }
-        latency_ratio = _ratio(efficiency.latency_s, efficiency_base.latency_s if efficiency_base else None)
-        energy_ratio = _ratio(efficiency.energy_j, efficiency_base.energy_j if efficiency_base else None)
+        latency_ratio = _ratio(efficiency.latency_s, efficiency_base.latency_s)
+        energy_ratio = _ratio(efficiency.energy_j, efficiency_base.energy_j)
         edp_ratio = None
         if latency_ratio is not None and energy_ratio is not None:
             edp_ratio = latency_ratio * energy_ratio
@@ -406,9 +490,7 @@ class Evaluator:
             energy_estimated=efficiency.energy_estimated,
             edp_ratio=edp_ratio,
             memory_bytes=efficiency.memory_bytes,
-            memory_ratio=_ratio(
-                efficiency.memory_bytes, efficiency_base.memory_bytes if efficiency_base else None
-            ),
+            memory_ratio=_ratio(efficiency.memory_bytes, efficiency_base.memory_bytes),
             params=params_after,
             params_before=report.params_before,
             param_reduction_pct=report.param_reduction_pct,

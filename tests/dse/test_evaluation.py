@@ -105,3 +105,15 @@ def test_bad_settings_say_what_is_allowed(fields, fragment) -> None:  # type: ig
 
     with pytest.raises(ValidationError, match=fragment):
         _settings(**fields)
+
+
+def test_trial_in_a_fresh_evaluator_measures_efficiency_side_by_side(tiny_llama, data_dir, baseline, evaluator) -> None:  # type: ignore[no-untyped-def]
+    """A resumed study's evaluator has a stored baseline and no efficiency measured yet."""
+    fresh = Evaluator(tiny_llama, _settings(data_dir=str(data_dir)), cache=evaluator.cache, progress=False)
+    gamma = DecompositionConfig(layers=(0, 2), tensors=("up", "down"), rank=2)
+    record = fresh.evaluate(gamma, baseline)
+    predicted = parameter_report(tiny_llama.spec, gamma)
+    assert record.params == predicted.params_after
+    assert record.memory_ratio == pytest.approx(predicted.params_after / predicted.params_before, rel=1e-3)
+    assert record.latency_ratio is not None and record.latency_ratio > 0
+    assert tiny_llama.applied is None and not tiny_llama.originals

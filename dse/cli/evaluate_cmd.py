@@ -1,0 +1,175 @@
+"""``dse evaluate``: baseline, compressed and drop side by side for one γ."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from dse.cli._common import emit_json, gamma_from_options, gamma_options, print_table
+
+__all__ = ["evaluate"]
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+@click.command()
+@click.argument("model")
+@gamma_options
+@click.option("--tasks", "task_list", default="dse_arc_easy", show_default=True,
+              help="Comma-separated tasks: local dse_* tasks, or lm-eval hub task names.")
+@click.option("--limit", type=int, default=100, show_default=True,
+              help="Documents per task (the same documents every time).")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Benchmark data directory (default: $DSE_DATA_DIR, else ../shared/data).")
+@click.option("--perplexity", is_flag=True, help="Also measure WikiText-2 perplexity.")
+@click.option("--ppl-tokens", type=int, default=16384, show_default=True,
+              help="Tokens of WikiText-2 used for --perplexity (0: all).")
+@click.option("--latency", is_flag=True, help="Measure latency (prefill + decode workload).")
+@click.option("--energy", is_flag=True, help="Measure energy (NVML, RAPL, or a CPU-time estimate).")
+@click.option("--prefill", type=int, default=128, show_default=True, help="Workload prefill tokens.")
+@click.option("--decode", type=int, default=32, show_default=True, help="Workload decode steps.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Workload repeats.")
+@click.option("--method", type=click.Choice(["svd", "hooi"]), default="svd", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16 or float16.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Cache directory (default: $DSE_CACHE_DIR, else the platform cache dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(
+    model: str, layers: str, tensors: str, rank: int, task_list: str, limit: int,
+    batch_size: int, data_dir: str | None, perplexity: bool, ppl_tokens: int, latency: bool,
+    energy: bool, prefill: int, decode: int, repeats: int, method: str, device: str, dtype: str,
+    cache_dir: str | None, as_json: bool,
+) -> None:
+    """Measure MODEL decomposed by a γ against the undecomposed MODEL.
+
+    Accuracy drops are paired comparisons on the same documents, in percentage points,
+    with a 95% confidence interval. Latency and energy are ratios to the baseline
+    measured in this same process.
+    """
+    import os
+
+    from space.errors import InvalidConfigError
+
+    if cache_dir:
+        os.environ["DSE_CACHE_DIR"] = cache_dir
+    if limit < 1:
+        raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
+    gamma = gamma_from_options(layers, tensors, rank)
+    tasks = tuple(t.strip() for t in task_list.split(",") if t.strip())
+
+    from dse.baselines import BaselineStore
+    from dse.evaluation import Evaluator, MeasurementSettings
+    from dse.models import load_model
+    from objectives.workload import Workload
+
+    settings = MeasurementSettings(
+        tasks=tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,
+        workload=Workload(prefill_tokens=prefill, decode_tokens=decode, repeats=repeats),
+        measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,  # type: ignore[arg-type]
+    )
+    # Check the tasks and data before loading a model: bad input fails in a second.
+    from objectives.accuracy import AccuracyObjective
+
+    AccuracyObjective(tasks, limit=limit, batch_size=batch_size, data_dir=data_dir)
+
+    loaded = load_model(model, device=device, dtype=dtype)
+    gamma.validate_for(loaded.spec)
+    evaluator = Evaluator(loaded, settings, progress=not as_json)
+    store = BaselineStore()
+    baseline = store.get(loaded.fingerprint, settings.accuracy_key())
+    if baseline is None:
+        baseline = evaluator.baseline()
+        store.put(baseline)
+    record = evaluator.evaluate(gamma, baseline)
+
+    ppl: dict[str, Any] = {}
+    if perplexity:
+        ppl = _perplexities(loaded, gamma, evaluator, data_dir, ppl_tokens or None)
+
+    result = {
+        "model": model,
+        "gamma": record.gamma,
+        "gamma_label": record.gamma_label,
+        "tasks": list(tasks),
+        "limit": limit,
+        "accuracy": record.accuracy,
+        "baseline_accuracy": record.baseline_accuracy,
+        "accuracy_drop_pp": record.accuracy_drop_pp,
+        "drop_ci_pp": [record.drop_ci_low_pp, record.drop_ci_high_pp],
+        "per_task": {name: task.model_dump() for name, task in record.per_task.items()},
+        "latency_s": record.latency_s,
+        "latency_ratio": record.latency_ratio,
+        "energy_j": record.energy_j,
+        "energy_ratio": record.energy_ratio,
+        "energy_method": record.energy_method,
+        "energy_estimated": record.energy_estimated,
+        "edp_ratio": record.edp_ratio,
+        "memory_bytes": record.memory_bytes,
+        "memory_ratio": record.memory_ratio,
+        "params": record.params,
+        "params_before": record.params_before,
+        "param_reduction_pct": record.param_reduction_pct,
+        "max_rel_error": record.max_rel_error,
+        **ppl,
+    }
+    if as_json:
+        emit_json(result)
+        return
+    _print_result(result)
+
+
+def _perplexities(loaded: Any, gamma: Any, evaluator: Any, data_dir: str | None,
+                  max_tokens: int | None) -> dict[str, Any]:
+    from dse.surgery import decomposed
+    from objectives.perplexity import PerplexityObjective
+
+    objective = PerplexityObjective(data_dir=data_dir, max_tokens=max_tokens)
+    base = objective.measure(loaded.target())
+    with decomposed(loaded, gamma, cache=evaluator.cache, method=evaluator.settings.method):
+        compressed = objective.measure(loaded.target())
+    return {
+        "perplexity": compressed.perplexity,
+        "baseline_perplexity": base.perplexity,
+        "perplexity_tokens": compressed.tokens,
+    }
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    rows = []
+    for name, task in result["per_task"].items():
+        rows.append([
+            name, _pct(task["baseline_accuracy"] * 100, 1), _pct(task["accuracy"] * 100, 1),
+            f"{task['drop_pp']:+.1f} [{_pct(task['ci_low_pp'], 1)}, {_pct(task['ci_high_pp'], 1)}]",
+            task["n_docs"],
+        ])
+    rows.append([
+        "aggregate", _pct(result["baseline_accuracy"] * 100, 1), _pct(result["accuracy"] * 100, 1),
+        f"{result['accuracy_drop_pp']:+.1f} [{_pct(result['drop_ci_pp'][0], 1)}, "
+        f"{_pct(result['drop_ci_pp'][1], 1)}]", "",
+    ])
+    print_table(
+        f"{result['model']} · {result['gamma_label']} (layers 0-based)",
+        ["task", "baseline acc %", "compressed acc %", "drop pp [95% CI]", "docs"],
+        rows,
+    )
+    facts = [
+        ["parameters", f"{result['params_before']:,} → {result['params']:,} "
+                       f"(−{result['param_reduction_pct']:.2f}%)"],
+    ]
+    if result["latency_ratio"] is not None:
+        facts.append(["latency", f"{result['latency_s']:.4f} s (×{result['latency_ratio']:.3f} of baseline)"])
+    if result["energy_ratio"] is not None:
+        how = " (estimated)" if result["energy_estimated"] else ""
+        facts.append(["energy", f"{result['energy_j']:.3f} J (×{result['energy_ratio']:.3f}) via "
+                                f"{result['energy_method']}{how}"])
+    if result["edp_ratio"] is not None:
+        facts.append(["EDP ratio", f"{result['edp_ratio']:.3f}"])
+    if result.get("perplexity") is not None:
+        facts.append(["perplexity", f"{result['baseline_perplexity']:.2f} → {result['perplexity']:.2f} "
+                                    f"({result['perplexity_tokens']} WikiText-2 tokens)"])
+    print_table(None, ["measure", "value"], facts)
