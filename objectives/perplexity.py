@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +37,9 @@ LAYOUT_FILE = "wikitext2/test.txt"
 # Cap for the default window: the model's full context (8192 for SmolLM2) would cost
 # logits of 8192 x vocab floats per window on a CPU.
 DEFAULT_MAX_LENGTH_CAP = 1024
+# tokenizer -> {data dir: token ids of the whole text}: tokenising the 1.3 MB text takes
+# a second or more, and every objective with the same tokenizer and data reuses it.
+_TOKENS: weakref.WeakKeyDictionary[Any, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
 
 
 class PerplexityMeasurement(Measurement):
@@ -124,7 +128,6 @@ class PerplexityObjective(Objective):
         self.max_length = max_length
         self.stride = stride
         self.max_tokens = max_tokens
-        self._encoded: tuple[Any, torch.Tensor] | None = None  # (tokenizer, ids), reused across trials
 
     def measure(self, target: EvalTarget) -> PerplexityMeasurement:
         """Score the text with the model under ``torch.no_grad()``; restores its training mode."""
@@ -173,14 +176,12 @@ class PerplexityObjective(Objective):
         )
 
     def _token_ids(self, tokenizer: Any) -> torch.Tensor:
-        if self._encoded is not None and self._encoded[0] is tokenizer:
-            return self._encoded[1]
-        text = wikitext2_test_text(self.data_dir)
-        ids = tokenizer(text, return_tensors="pt").input_ids[0]
-        if self.max_tokens is not None:
-            ids = ids[: self.max_tokens]
-        self._encoded = (tokenizer, ids)
-        return ids
+        per_dir = _TOKENS.setdefault(tokenizer, {})
+        key = str(self.data_dir.resolve())
+        if key not in per_dir:
+            per_dir[key] = tokenizer(wikitext2_test_text(self.data_dir), return_tensors="pt").input_ids[0]
+        ids = per_dir[key]
+        return ids if self.max_tokens is None else ids[: self.max_tokens]
 
 
 def _default_max_length(model: torch.nn.Module) -> int:
