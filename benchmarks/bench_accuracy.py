@@ -9,8 +9,11 @@ timed with forward hooks on the model. Target (issue 4): under 10 %.
 
 The documents are read once before timing (as a study does before its first trial).
 
+On a CPU shared with other busy processes, torch's default of one thread per core can
+be many times slower than ``--threads 1`` (OpenMP threads waiting on each other).
+
 Usage: .venv/bin/python benchmarks/bench_accuracy.py [--limit 100] [--batch-sizes 1,8,32]
-       [--model smollm2-135m] [--task dse_arc_easy] [--json]
+       [--threads N] [--model smollm2-135m] [--task dse_arc_easy] [--json]
 """
 
 from __future__ import annotations
@@ -54,12 +57,14 @@ class ForwardTimer:
             handle.remove()
 
 
-def bench(model_name: str, task: str, limit: int, batch_sizes: list[int]) -> list[dict[str, Any]]:
+def bench(model_name: str, task: str, limit: int, batch_sizes: list[int], threads: int | None) -> list[dict[str, Any]]:
     import torch
 
     from dse.models import load_model
     from objectives.accuracy import AccuracyObjective
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     started = time.perf_counter()
     loaded = load_model(model_name)
     print(f"{model_name}: loaded in {time.perf_counter() - started:.1f} s; torch threads: {torch.get_num_threads()}")
@@ -102,11 +107,17 @@ def main() -> None:
     parser.add_argument("--task", default="dse_arc_easy")
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON list at the end")
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    rows = bench(args.model, args.task, args.limit, batch_sizes)
-    print(f"\n{args.model}, {args.limit} {args.task} documents, zero-shot (lm-eval in-process)\n")
+    rows = bench(args.model, args.task, args.limit, batch_sizes, args.threads)
+    import torch
+
+    print(
+        f"\n{args.model}, {args.limit} {args.task} documents, zero-shot (lm-eval in-process), "
+        f"{torch.get_num_threads()} torch thread(s)\n"
+    )
     print("| batch size | seconds | s/doc | forward calls | tokens/s | outside forward | accuracy |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:

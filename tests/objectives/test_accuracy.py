@@ -195,6 +195,25 @@ def test_should_stop_ends_the_evaluation_with_a_prefix(
     assert estimate.drop_pp == 0.0 and not estimate.complete and estimate.n_docs == 8
 
 
+@pytest.mark.slow
+def test_mmlu_accuracy_is_lm_evals_size_weighted_group_aggregate(tiny_llama: Any, data_dir: Path) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from objectives.tasks import DATA_DIR_KEY, TASKS_DIR
+
+    ours = AccuracyObjective(["dse_mmlu"], limit=1, batch_size=8, data_dir=data_dir, show_progress=False)
+    result = ours.measure(tiny_llama.target()).per_task["dse_mmlu"]
+    assert result.n_docs == 57
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={DATA_DIR_KEY: str(data_dir)})
+    lm = HFLM(pretrained=tiny_llama.model, tokenizer=tiny_llama.tokenizer, batch_size=8)
+    output = simple_evaluate(model=lm, tasks=["dse_mmlu"], limit=1, task_manager=manager, bootstrap_iters=0)
+    assert output["results"]["dse_mmlu"]["acc,none"] == pytest.approx(result.accuracy)
+    by_subject = {name: samples[0]["acc"] for name, samples in output["samples"].items()}
+    assert result.per_doc == [by_subject[f"dse_mmlu_{s}"] for s in sorted(MMLU_SUBJECTS)]
+
+
 # --------------------------------------------------------------------------- hub task names
 
 
