@@ -204,6 +204,11 @@ def test_timeout_stops_asking(make_definition, fake_factory) -> None:  # type: i
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp"])
 def test_each_sampler_runs_a_constrained_study(make_definition, fake_factory, sampler: str) -> None:  # type: ignore[no-untyped-def]
-    handle = _run(make_definition(n_trials=3, search={"sampler": sampler, "n_startup_trials": 2}), fake_factory)
-    assert handle.counts()["complete"] == 3
-    assert handle.best() is not None
+    handle = _run(make_definition(n_trials=4, search={"sampler": sampler, "n_startup_trials": 2, "paper_seeds": 0}),
+                  fake_factory)
+    assert handle.counts()["complete"] == 4
+    assert all(CONSTRAINT_KEY in t.constraints for t in handle.study.trials)
+    feasible = [r for r in handle.trials() if r["accuracy_drop_pp"] < 4.0]
+    best = handle.best()
+    assert (best is None) == (not feasible)
+    assert best is None or best["edp_ratio"] == min(r["edp_ratio"] for r in feasible)
