@@ -166,11 +166,21 @@ class Prepared:
 
 
 def check_definition(definition: StudyDefinition) -> tuple[ModelSpec, SearchSpace, Encoding]:
-    """Everything about a definition that can be checked without a database or a model."""
+    """Everything about a definition that can be checked without a database or a model.
+
+    Unknown models, tasks, a missing data directory or benchmark file, a CUDA device on a
+    machine without one, and rules that leave nothing to search all fail here, before a
+    database is opened.
+    """
+    from objectives.accuracy import AccuracyObjective
+    from objectives.workload import check_device
     from space.presets import load_spec
 
     spec = load_spec(definition.model)
     space = build_search_space(spec, definition)
+    ev = definition.evaluation
+    AccuracyObjective(ev.tasks, limit=ev.limit, batch_size=ev.batch_size, data_dir=ev.data_dir, show_progress=False)
+    check_device(definition.device)
     return spec, space, make_encoding(definition.search.encoding, space)
 
 
@@ -624,8 +634,12 @@ def run_workers(prepared: Prepared, evaluator: Evaluator, baseline: BaselineReco
     try:
         stats = Worker(prepared, evaluator, baseline, worker_index=0, progress=progress).run()
     except BaseException:
+        # Ctrl-C reached the children too; give them time to fail their own trials.
         for child in children:
             child.join(timeout=60)
+            if child.is_alive():
+                child.terminate()  # its trial goes stale and is taken over on resume
+                child.join()
         raise
     for child in children:
         child.join()

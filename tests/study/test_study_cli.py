@@ -183,3 +183,25 @@ def test_changed_definition_on_the_cli_is_refused_and_the_study_untouched(stored
     assert db.read_bytes() == before
     _one_error(*_dse(capsys, "study", "resume", "tiny", "--n-trials", "0", "--storage", stored.storage),
                "--n-trials must be at least 1")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--tasks", "dse_arc_esay"), "dse_arc_esay"),
+        (("--data-dir", "/nonexistent/data"), "/nonexistent/data"),
+        (("--device", "cuda"), "no CUDA device"),
+        (("--model", "no-such-model-xyz"), "no-such-model-xyz"),
+    ],
+)
+def test_bad_tasks_data_device_model_fail_before_the_database(capsys, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                              args: tuple[str, ...], needle: str) -> None:
+    if "cuda" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a CUDA device")
+    db = tmp_path / "db.db"
+    base = ["study", "run", "--model", "tiny-llama", "--storage", f"sqlite:///{db}", "--no-plots"]
+    _one_error(*_dse(capsys, *base, *args), needle)
+    assert not db.exists()
