@@ -26,6 +26,7 @@ encodings.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -205,8 +206,12 @@ def _rank_from(space: SearchSpace, params: Mapping[str, Any], tensors: Sequence[
     return min(rank, min(space.spec.tensor(name).rank for name in tensors))
 
 
-class Encoding:
-    """γ ↔ Optuna parameters for one search space."""
+class Encoding(abc.ABC):
+    """γ ↔ Optuna parameters for one search space.
+
+    Subclasses say which parameters exist (the same in every trial), how a full set of
+    values decodes to γ, and which values give a particular γ (for enqueued seeds).
+    """
 
     name: ClassVar[str]
     by_construction: ClassVar[bool]
@@ -214,20 +219,20 @@ class Encoding:
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
 
+    @abc.abstractmethod
     def params(self) -> list[Param]:
         """The parameters, identical in every trial."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abc.abstractmethod
     def decode(self, params: Mapping[str, Any]) -> DecompositionConfig:
-        """γ for a full set of parameter values."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        """γ for a full set of parameter values (raises RejectedGamma when there is none)."""
 
+    @abc.abstractmethod
     def encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
         """Parameters that decode to γ, or None when γ is outside this encoding."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def suggest(self, trial: optuna.trial.Trial) -> DecompositionConfig:
-        """Ask the trial for every parameter, then decode."""
+        """Ask the trial for every parameter, then decode (called once per trial)."""
         return self.decode({p.name: p.suggest(trial) for p in self.params()})
 
 

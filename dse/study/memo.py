@@ -105,13 +105,6 @@ class BudgetModel(_Base):
     target: Mapped[int] = mapped_column(Integer, nullable=False)
     claimed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
-    @classmethod
-    def find_or_raise(cls, session: Session, study_name: str) -> BudgetModel:
-        row = session.get(cls, study_name)
-        if row is None:
-            raise StorageError(f"study {study_name!r} has no trial budget in this database")
-        return row
-
 
 class ClaimModel(_Base):
     __tablename__ = "dse_claims"
@@ -248,6 +241,7 @@ class EngineTables:
                 ))
             elif row.early_stopped and (not early or (tau is not None and row.tau is not None and tau > row.tau)):
                 row.early_stopped, row.tau, row.record = early, (tau if early else None), payload
+                row.study_name, row.created_at = study_name, time.time()
 
         try:
             self.transaction(work)
