@@ -7,7 +7,7 @@ records (``BaselineRecord``, ``TrialRecord``), so everything downstream is the r
 
 Module-level so spawned worker processes can import it (``evaluator_factory`` must be
 picklable). ``STUDY_FAKE_SLEEP`` makes every evaluation sleep that many seconds, for the
-test that kills a worker mid-trial.
+test that kills a worker mid-trial; ``STUDY_FAKE_BARRIER`` lines up parallel workers.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dse.evaluation import BaselineRecord, MeasurementSettings, TaskRecord, TrialRecord
@@ -76,6 +77,8 @@ class FakeEvaluator:
         CALLS.append(gamma.describe(spec))
         if self.interrupt_on is not None and self.evaluations == self.interrupt_on:
             raise KeyboardInterrupt
+        if self.evaluations == 1:
+            _meet_at_barrier()
         if self.sleep:
             time.sleep(self.sleep)
         report = parameter_report(spec, gamma)
@@ -102,6 +105,21 @@ class FakeEvaluator:
             params=report.params_after, params_before=report.params_before, param_reduction_pct=reduction,
             decompose_seconds=0.0, evaluate_seconds=0.0, cache_hits=0, cache_misses=0, versions={"fake": "1"},
         )
+
+
+def _meet_at_barrier() -> None:
+    """With ``STUDY_FAKE_BARRIER=DIR:N``, wait until N processes reach their first evaluation.
+
+    Makes "every worker ran a trial" certain, whatever the machine's load.
+    """
+    spec = os.environ.get("STUDY_FAKE_BARRIER")
+    if not spec:
+        return
+    directory, _, count = spec.rpartition(":")
+    Path(directory, str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(Path(directory).iterdir())) < int(count) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def fake_factory(definition: StudyDefinition, *, progress: bool = False) -> FakeEvaluator:

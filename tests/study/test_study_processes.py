@@ -70,8 +70,11 @@ def test_sigkilled_worker_leaves_a_running_trial_that_resume_fails_and_replaces(
     assert retried[0]["gamma_label"] == rows[0]["gamma_label"] and retried[0]["paper_seed"]
 
 
-def test_two_workers_produce_exactly_the_requested_trials(make_definition, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("STUDY_FAKE_SLEEP", "0.3")
+def test_two_workers_produce_exactly_the_requested_trials(make_definition, monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    monkeypatch.setenv("STUDY_FAKE_SLEEP", "0.2")
+    monkeypatch.setenv("STUDY_FAKE_BARRIER", f"{barrier}:2")  # both workers hold a trial at once
     definition = make_definition(n_trials=10, workers=2, search={"paper_seeds": 0, "sampler": "random"},
                                  rules={"skip-early": 0, "min-distance": 1, "rank-one": True})
     handle = run_study(definition, evaluator_factory=study_fakes.fake_factory, progress=False, plots=False)
