@@ -18,7 +18,7 @@ The machine's load average is printed first: on shared CPUs other processes infl
 every time here (both columns alike).
 
 Usage: .venv/bin/python benchmarks/bench_decompose.py [--hooi-ranks 64] [--full-svd]
-       [--threads N] [--skip-smollm2] [--skip-matrix]
+       [--threads N] [--skip-smollm2] [--skip-matrix] [--cache-only]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _smollm2_weights() -> tuple[str, list[tuple[int, str, Any]]]:
     return loaded.fingerprint, weights
 
 
-def bench_smollm2(ranks: list[int]) -> None:
+def bench_smollm2(ranks: list[int], *, methods: bool = True) -> None:
     import torch
 
     from dse.cache import FactorCache
@@ -57,11 +57,13 @@ def bench_smollm2(ranks: list[int]) -> None:
     start = time.perf_counter()
     fingerprint, weights = _smollm2_weights()
     print(f"SmolLM2-135M: {len(weights)} tensors, loaded in {time.perf_counter() - start:.1f} s")
-    singular_values = [torch.linalg.svdvals(w) for _, _, w in weights]
+    singular_values = [torch.linalg.svdvals(w) for _, _, w in weights] if methods else []
 
-    print("\n| method | rank | seconds (all tensors) | max rel. error | max excess over optimum |")
-    print("|---|---|---|---|---|")
-    for rank in ranks:
+    if methods:
+        print("\n| method | rank | seconds (all tensors) | max rel. error "
+              "| max excess over optimum |")
+        print("|---|---|---|---|---|")
+    for rank in ranks if methods else []:
         for method in ("svd", "hooi"):
             seconds, worst_error, worst_excess = 0.0, 0.0, 0.0
             for (_, _, weight), s in zip(weights, singular_values):
@@ -172,6 +174,8 @@ def main() -> None:
                         help="torch threads (default: torch's choice, one per core)")
     parser.add_argument("--skip-smollm2", action="store_true")
     parser.add_argument("--skip-matrix", action="store_true")
+    parser.add_argument("--cache-only", action="store_true",
+                        help="on SmolLM2, time only the factor cache (not svd vs hooi)")
     args = parser.parse_args()
     hooi_ranks = [int(r) for r in args.hooi_ranks.split(",") if r.strip()]
     import torch
@@ -181,7 +185,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     if not args.skip_smollm2:
-        bench_smollm2([1, 64])
+        bench_smollm2([1, 64], methods=not args.cache_only)
     if not args.skip_matrix:
         bench_matrix([1, 64, 256], hooi_ranks, args.full_svd)
 

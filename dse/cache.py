@@ -239,6 +239,19 @@ class FactorCache:
 
         return cls(resolve(cache_dir) / "factors", max_bytes=max_bytes, memory_bytes=memory_bytes)
 
+    def close(self) -> None:
+        """Release the index connection (reopened if the cache is used again)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> FactorCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"FactorCache(root={str(self.root)!r}, max_bytes={self.max_bytes})"
 
@@ -386,6 +399,11 @@ class FactorCache:
         conn = sqlite3.connect(str(self.index_path), timeout=30.0, isolation_level=None,
                                check_same_thread=False)
         try:
+            # WAL with synchronous=NORMAL: a commit (an LRU stamp on every disk hit) needs no
+            # fsync; a power cut may lose the last stamps but never corrupts the index. Where
+            # WAL is unavailable (some network file systems) SQLite keeps its rollback journal.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
             if row is None:
@@ -444,7 +462,7 @@ class FactorCache:
             tensors, problem = self._read_file(file, nbytes, digest, method, stored_rank, shape)
             if tensors is None:
                 logger.warning("factor cache: entry %s is corrupt (%s); deleting it and "
-                               "decomposing again", key, problem)
+                               "decomposing again", key, " ".join(problem.split()))
                 self.stats.corrupt += 1
                 self._delete(conn, key, file)
                 return None
@@ -614,9 +632,7 @@ class FactorCache:
             except StorageError:
                 before = CacheInfo(root=self.root, entries=0, bytes=0,
                                    max_bytes=self.max_bytes, models={})
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self.close()
             if self.root.is_dir():
                 self._remove_all_files()
             self._disk_ok = True

@@ -12,8 +12,8 @@ Two SVD algorithms sit behind ``svd``:
 * a randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4) for large
   matrices at small ranks. It watches its own error: every power iteration yields the
   exact error of the current approximation (from ‖W‖ and the captured energy), and it
-  stops once the extrapolated remaining improvement is below a quarter of the 0.1 %
-  accuracy budget. ``torch.svd_lowrank`` with its default ``niter=2`` stays 0.3–3 %
+  stops once the extrapolated remaining improvement is below 0.04 % (the budget is
+  0.1 %). ``torch.svd_lowrank`` with its default ``niter=2`` stays 0.3–3 %
   above the optimum on LLM weights and on a random 4096×11008 matrix, and any fixed
   ``niter`` is either wasted on easy matrices or too few on flat spectra; if the
   iteration does not converge in :data:`RANDOMIZED_MAX_ITER` steps, the full SVD runs.
@@ -53,8 +53,10 @@ FULL_SVD_MAX_DIM = 1024
 #: Power iterations after which the randomized path gives up and runs the full SVD.
 RANDOMIZED_MAX_ITER = 24
 #: Stop the randomized iteration when the remaining relative improvement of the error is
-#: estimated below this: a quarter of the 1e-3 budget, for margin.
-RANDOMIZED_EXCESS_TOL = 2.5e-4
+#: estimated below this. The geometric extrapolation underestimates flat spectra by up
+#: to ~1.5×: at 4e-4 the worst excess measured over 180 cases (SmolLM2 weights, power-law
+#: and Gaussian matrices, ranks 1–256) was 0.064 %, within the 0.1 % budget.
+RANDOMIZED_EXCESS_TOL = 4e-4
 
 SvdAlgorithm = Literal["auto", "full", "randomized"]
 
@@ -179,45 +181,60 @@ def _randomized_svd(matrix: torch.Tensor, rank: int, *, seed: int) -> SingularTr
     """
     import torch
 
-    height, width = matrix.shape
-    q = min(_oversampled_width(rank), min(height, width))
-    generator = torch.Generator(device=matrix.device).manual_seed(seed)
-    omega = torch.randn(width, q, generator=generator, device=matrix.device, dtype=matrix.dtype)
-    total = float(torch.linalg.vector_norm(matrix.double()) ** 2)
+    # Iterate on a = (small side) × (large side), so the basis re-orthonormalized by the
+    # cheap Cholesky-QR (the intermediate one) is always the larger.
+    transpose = matrix.shape[0] > matrix.shape[1]
+    a = matrix.T if transpose else matrix
+    q = min(_oversampled_width(rank), min(a.shape))
+    generator = torch.Generator(device=a.device).manual_seed(seed)
+    omega = torch.randn(a.shape[1], q, generator=generator, device=a.device, dtype=a.dtype)
+    total = float(torch.linalg.vector_norm(a, dtype=torch.float64) ** 2)
     if total == 0.0:
         return None
-    q_basis, _ = torch.linalg.qr(matrix @ omega)
+    q_basis, _ = torch.linalg.qr(a @ omega)
     errors: list[float] = []
     for _ in range(RANDOMIZED_MAX_ITER + 1):
-        z = matrix.T @ q_basis  # W × q, = (Qᵀ A)ᵀ
+        z = a.T @ q_basis  # large × q, = (Qᵀ a)ᵀ
         z64 = z.double()
         gram = z64.T @ z64
         captured = float(torch.linalg.eigvalsh(gram)[-rank:].clamp(min=0).sum())
         errors.append(math.sqrt(max(total - captured, 0.0) / total))
         if _converged(errors):
             u_z, s, vh_z = torch.linalg.svd(z, full_matrices=False)
-            # A ≈ Q B = Q (Z)ᵀ = Q Vz S Uzᵀ: left vectors Q·Vz, right vectors Uz.
-            u = q_basis @ vh_z[:rank].T
-            u, v = _flip_signs(u, u_z[:, :rank])
+            # a ≈ Q B = Q Zᵀ = Q Vz S Uzᵀ: left vectors Q·Vz, right vectors Uz.
+            left, right = q_basis @ vh_z[:rank].T, u_z[:, :rank]
+            u, v = _flip_signs(*((right, left) if transpose else (left, right)))
             return SingularTriplets(u.contiguous(), s[:rank].contiguous(), v.contiguous())
-        p_basis, _ = torch.linalg.qr(z)
-        q_basis, _ = torch.linalg.qr(matrix @ p_basis)
+        # Cholesky-QR from the Gram already at hand: Z R⁻¹ with RᵀR = ZᵀZ. Householder QR
+        # only if the Gram is not positive definite (a numerically rank-deficient sketch).
+        chol, info = torch.linalg.cholesky_ex(gram)
+        if int(info) == 0:
+            p_basis = torch.linalg.solve_triangular(chol.T.to(z.dtype), z, upper=True, left=False)
+        else:
+            p_basis, _ = torch.linalg.qr(z)
+        q_basis, _ = torch.linalg.qr(a @ p_basis)
     return None
 
 
 def _converged(errors: list[float]) -> bool:
-    if len(errors) < 3:
+    """Whether the extrapolated remaining improvement is below the tolerance.
+
+    The first steps after the random sketch shrink faster than the later ones, so a
+    single early ratio overstates the speed: at least three steps are needed, and the
+    slower of the last two ratios is extrapolated.
+    """
+    if len(errors) < 4:
         return False
     current = errors[-1]
-    step, previous_step = errors[-2] - current, errors[-3] - errors[-2]
-    if step <= 1e-7 * max(current, 1e-30):
+    steps = [errors[i - 1] - errors[i] for i in (-3, -2, -1)]
+    if steps[-1] <= 1e-7 * max(current, 1e-30):
         return True  # no measurable progress left
-    if previous_step <= 0.0:
+    if min(steps[:2]) <= 0.0:
         return False
-    ratio = step / previous_step
+    ratio = max(steps[1] / steps[0], steps[2] / steps[1])
     if ratio >= 1.0:
         return False
-    return step * ratio / (1.0 - ratio) <= RANDOMIZED_EXCESS_TOL * current
+    return steps[-1] * ratio / (1.0 - ratio) <= RANDOMIZED_EXCESS_TOL * current
 
 
 def _uses_randomized(shape: tuple[int, int], rank: int) -> bool:

@@ -179,7 +179,8 @@ def test_a_corrupt_entry_is_reported_deleted_and_recomputed(
 
 def test_an_unreadable_index_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     weight = _weight()
-    FactorCache(tmp_path).factors(FP, 0, "q", weight, 2)
+    with FactorCache(tmp_path) as cache:
+        cache.factors(FP, 0, "q", weight, 2)
     (tmp_path / "index.sqlite").write_bytes(b"this is not a database" * 100)
     fresh = FactorCache(tmp_path)
     with caplog.at_level(logging.WARNING, logger="dse.cache"):
@@ -189,7 +190,8 @@ def test_an_unreadable_index_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptur
 
 
 def test_a_newer_schema_is_refused_with_the_fix(tmp_path: Path) -> None:
-    FactorCache(tmp_path).factors(FP, 0, "q", _weight(), 2)
+    with FactorCache(tmp_path) as cache:
+        cache.factors(FP, 0, "q", _weight(), 2)
     with sqlite3.connect(tmp_path / "index.sqlite") as conn:
         conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'",
                      (str(SCHEMA_VERSION + 1),))

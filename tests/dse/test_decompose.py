@@ -241,3 +241,15 @@ def test_decompose_does_not_track_gradients() -> None:
     weight = _matrix(10, 12).requires_grad_(True)
     factors = decompose(weight, 3)
     assert not any(t.requires_grad for t in factors)
+
+
+def test_convergence_needs_three_steps_and_extrapolates_the_slower_ratio() -> None:
+    tol = dec.RANDOMIZED_EXCESS_TOL
+    # A fast first step after the sketch, then slower ones: one early ratio would stop here.
+    assert not dec._converged([1.0205, 1.0047, 1.0022])
+    assert not dec._converged([1.0205, 1.0047, 1.0022, 1.0012])
+    # Geometric steps with ratio 1/2: the remaining improvement equals the last step.
+    last = 0.5 * tol
+    assert dec._converged([1.0 + 7 * last, 1.0 + 3 * last, 1.0 + last, 1.0])
+    assert not dec._converged([1.0 + 28 * last, 1.0 + 12 * last, 1.0 + 4 * last, 1.0])
+    assert dec._converged([2.0, 1.5, 1.2, 1.2])  # no progress left
