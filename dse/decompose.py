@@ -9,11 +9,13 @@ Two SVD algorithms sit behind ``svd``:
 
 * the full SVD (``torch.linalg.svd``) where it is cheap: small matrices (SmolLM2's
   576×1536 takes ~0.05 s), or ranks close to min(H, W);
-* a randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4) for large
-  matrices at small ranks. It watches its own error: every power iteration yields the
-  exact error of the current approximation (from ‖W‖ and the captured energy), and it
-  stops once the extrapolated remaining improvement is below 0.04 % (the budget is
-  0.1 %). ``torch.svd_lowrank`` with its default ``niter=2`` stays 0.3–3 %
+* a randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4) with a
+  Rayleigh–Ritz step on the union of its last two iterates, for large matrices at small
+  ranks. It watches its own error: every power iteration yields the exact error of the
+  current approximation (from ‖W‖ and the captured energy), and it stops once the
+  extrapolated remaining improvement is below 0.04 % (the budget is 0.1 %); the final
+  factors are recomputed exactly and checked. ``torch.svd_lowrank`` with its default
+  ``niter=2`` stays 0.3–3 %
   above the optimum on LLM weights and on a random 4096×11008 matrix, and any fixed
   ``niter`` is either wasted on easy matrices or too few on flat spectra; if the
   iteration does not converge in :data:`RANDOMIZED_MAX_ITER` steps, the full SVD runs.
@@ -55,8 +57,10 @@ RANDOMIZED_MAX_ITER = 24
 #: Stop the randomized iteration when the remaining relative improvement of the error is
 #: estimated below this. The geometric extrapolation underestimates flat spectra by up
 #: to ~1.5×: at 4e-4 the worst excess measured over 180 cases (SmolLM2 weights, power-law
-#: and Gaussian matrices, ranks 1–256) was 0.064 %, within the 0.1 % budget.
+#: and Gaussian matrices, ranks 1–128) was 0.056 %, within the 0.1 % budget.
 RANDOMIZED_EXCESS_TOL = 4e-4
+# Principal directions of two successive iterates with 1 − cos θ below this count as shared.
+_SHARED_DIRECTION_TOL = 1e-4
 
 SvdAlgorithm = Literal["auto", "full", "randomized"]
 
@@ -173,11 +177,15 @@ def _oversampled_width(rank: int) -> int:
 def _randomized_svd(matrix: torch.Tensor, rank: int, *, seed: int) -> SingularTriplets | None:
     """Randomized subspace iteration with a stop on the measured error; None if unconverged.
 
-    After each half-step the sketch ``Z = Aᵀ Q`` is ``Bᵀ`` for ``B = Qᵀ A``, and the
-    rank-r approximation from the current subspace has the exact error
-    ``‖A‖² − Σ_{i≤r} σ_i(B)²``: the iteration measures itself at the cost of a q×q Gram.
-    The errors shrink geometrically, so the remaining improvement is extrapolated from
-    the last two steps (``d·ρ/(1−ρ)``).
+    Each iteration ends with ``Z = Aᵀ Q`` = ``Bᵀ`` for ``B = Qᵀ A``, so the best rank-r
+    approximation within a subspace has the exact error ``‖A‖² − Σ_{i≤r} σ_i(B)²``, known
+    from q×q Grams without touching A again. The subspace used is the union of the last
+    two iterates, span(Q_{k−1}, Q_k): a two-block Krylov space, which on flat spectra
+    reaches a given error in about 35 % fewer iterations than Q_k alone (8 instead of 12
+    at rank 256 of a random 4096×11008 matrix). The errors shrink geometrically, so the
+    remaining improvement is extrapolated (:func:`_converged`). The factors are then
+    computed exactly (one product with A on an orthonormal basis), and their error is
+    checked against the monitored one.
     """
     import torch
 
@@ -193,18 +201,35 @@ def _randomized_svd(matrix: torch.Tensor, rank: int, *, seed: int) -> SingularTr
         return None
     q_basis, _ = torch.linalg.qr(a @ omega)
     errors: list[float] = []
+    previous: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     for _ in range(RANDOMIZED_MAX_ITER + 1):
         z = a.T @ q_basis  # large × q, = (Qᵀ a)ᵀ
         z64 = z.double()
         gram = z64.T @ z64
-        captured = float(torch.linalg.eigvalsh(gram)[-rank:].clamp(min=0).sum())
+        if previous is None:
+            basis, whiten, projected = q_basis, None, gram
+        else:
+            q_prev, z_prev64, gram_prev = previous
+            basis = torch.cat([q_prev, q_basis], dim=1)
+            whiten = _union_whitening(q_prev, q_basis)
+            cross = z_prev64.T @ z64
+            union_gram = torch.cat([torch.cat([gram_prev, cross], 1),
+                                    torch.cat([cross.T, gram], 1)], 0)
+            projected = whiten.T @ union_gram @ whiten
+        captured = float(torch.linalg.eigvalsh(projected)[-rank:].clamp(min=0).sum())
         errors.append(math.sqrt(max(total - captured, 0.0) / total))
         if _converged(errors):
-            u_z, s, vh_z = torch.linalg.svd(z, full_matrices=False)
-            # a ≈ Q B = Q Zᵀ = Q Vz S Uzᵀ: left vectors Q·Vz, right vectors Uz.
-            left, right = q_basis @ vh_z[:rank].T, u_z[:, :rank]
+            top = torch.linalg.eigh(projected)[1][:, -rank:]
+            coefficients = top if whiten is None else whiten @ top
+            left, _ = torch.linalg.qr(basis @ coefficients.to(a.dtype))
+            u_b, s, vh_b = torch.linalg.svd(a.T @ left, full_matrices=False)
+            final = math.sqrt(max(total - float((s.double() ** 2).sum()), 0.0) / total)
+            if final > errors[-1] * (1.0 + RANDOMIZED_EXCESS_TOL):
+                return None  # rounding fooled the monitor: let the full SVD answer
+            left, right = left @ vh_b.T, u_b
             u, v = _flip_signs(*((right, left) if transpose else (left, right)))
-            return SingularTriplets(u.contiguous(), s[:rank].contiguous(), v.contiguous())
+            return SingularTriplets(u.contiguous(), s.contiguous(), v.contiguous())
+        previous = (q_basis, z64, gram)
         # Cholesky-QR from the Gram already at hand: Z R⁻¹ with RᵀR = ZᵀZ. Householder QR
         # only if the Gram is not positive definite (a numerically rank-deficient sketch).
         chol, info = torch.linalg.cholesky_ex(gram)
@@ -214,6 +239,26 @@ def _randomized_svd(matrix: torch.Tensor, rank: int, *, seed: int) -> SingularTr
             p_basis, _ = torch.linalg.qr(z)
         q_basis, _ = torch.linalg.qr(a @ p_basis)
     return None
+
+
+def _union_whitening(q_prev: torch.Tensor, q_cur: torch.Tensor) -> torch.Tensor:
+    """W (2q×m) such that ``[Q_prev Q_cur] @ W`` is an orthonormal basis of their union.
+
+    With ``Q_prevᵀ Q_cur = U Σ Vᵀ`` (cosines of the principal angles), the union's Gram
+    has eigenvalues 1 ± σ_i on ``[U; ±V]/√2``. Directions the two blocks share
+    (1 − σ ≤ :data:`_SHARED_DIRECTION_TOL`) are dropped: whitening them would divide
+    rounding errors by √(1 − σ).
+    """
+    import torch
+
+    u, sigma, vh = torch.linalg.svd((q_prev.T @ q_cur).double())
+    v = vh.T
+    sigma = sigma.clamp(max=1.0)
+    distinct = (1.0 - sigma) > _SHARED_DIRECTION_TOL
+    top = torch.cat([u, u[:, distinct]], dim=1)
+    bottom = torch.cat([v, -v[:, distinct]], dim=1)
+    scale = torch.cat([1.0 + sigma, 1.0 - sigma[distinct]]).rsqrt() / math.sqrt(2.0)
+    return torch.cat([top, bottom], dim=0) * scale
 
 
 def _converged(errors: list[float]) -> bool:

@@ -253,3 +253,13 @@ def test_convergence_needs_three_steps_and_extrapolates_the_slower_ratio() -> No
     assert dec._converged([1.0 + 7 * last, 1.0 + 3 * last, 1.0 + last, 1.0])
     assert not dec._converged([1.0 + 28 * last, 1.0 + 12 * last, 1.0 + 4 * last, 1.0])
     assert dec._converged([2.0, 1.5, 1.2, 1.2])  # no progress left
+
+
+def test_a_fooled_monitor_falls_back_to_the_full_svd(monkeypatch: pytest.MonkeyPatch) -> None:
+    weight = _matrix(300, 700, decay=0.3, seed=4)
+    real = dec._union_whitening
+    # Inflated whitening: the monitor believes it captures more energy than it does.
+    monkeypatch.setattr(dec, "_union_whitening", lambda a, b: 1.2 * real(a, b))
+    triplets = truncated_svd(weight, 10, algorithm="randomized")
+    full = truncated_svd(weight, 10, algorithm="full")
+    assert all(torch.equal(x, y) for x, y in zip(triplets, full))
