@@ -56,6 +56,9 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
 
 
 def _print_rows(title: str, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        console().print(f"{title}: no trials to show")
+        return
     print_table(title, _ROW_COLUMNS, [_row_cells(r) for r in rows])
 
 
