@@ -145,7 +145,7 @@ def bench_matrix(ranks: list[int], hooi_ranks: list[int], full_svd: bool) -> Non
             hooi = decompose(weight, rank, method="hooi")
             theirs = time.perf_counter() - begin
             hooi_excess = _excess_pct(relative_error(weight, hooi), best)
-            hooi_cells = f"{theirs:.1f} | {hooi_excess:.4f} % | {theirs / ours:.0f}×"
+            hooi_cells = f"{theirs:.1f} | {hooi_excess:.4f} % | {theirs / ours:.1f}×"
         begin = time.perf_counter()
         u, s, v = torch.svd_lowrank(weight, q=min(rank + 10, height), niter=2)
         lowrank = time.perf_counter() - begin
