@@ -21,6 +21,9 @@ __all__ = [
     "save_decomposed",
     "run_study",
     "load_study",
+    "FactorCache",
+    "FactorizedLinear",
+    "TuckerFactors",
 ]
 
 _LAZY = {
@@ -29,6 +32,9 @@ _LAZY = {
     "save_decomposed": "dse.saving:save_decomposed",
     "run_study": "dse.study.api:run_study",
     "load_study": "dse.study.api:load_study",
+    "FactorCache": "dse.cache:FactorCache",
+    "FactorizedLinear": "dse.layers:FactorizedLinear",
+    "TuckerFactors": "dse.decompose:TuckerFactors",
 }
 
 
