@@ -72,9 +72,10 @@ def bench_smollm2(ranks: list[int], *, methods: bool = True) -> None:
                 seconds += time.perf_counter() - begin
                 error = relative_error(weight, factors)
                 worst_error = max(worst_error, error)
-                worst_excess = max(worst_excess, _excess_pct(error, optimal_relative_error(s, rank)))
-            print(f"| {method} | {rank} | {seconds:.2f} | {worst_error:.4f} | {worst_excess:.5f} % |",
-                  flush=True)
+                best = optimal_relative_error(s, rank)
+                worst_excess = max(worst_excess, _excess_pct(error, best))
+            print(f"| {method} | {rank} | {seconds:.2f} | {worst_error:.4f} "
+                  f"| {worst_excess:.5f} % |", flush=True)
 
     high, low = max(ranks), min(ranks)
     with tempfile.TemporaryDirectory() as root:
@@ -100,7 +101,8 @@ def bench_smollm2(ranks: list[int], *, methods: bool = True) -> None:
     print(f"\nFactor cache, SmolLM2-135M: all {len(weights)} tensors at rank {high} into an empty "
           f"cache in {fill:.2f} s ({cache.stats.decompositions} decompositions, "
           f"{info.bytes / 2**20:.1f} MiB on disk)")
-    print(f"rank {low} sliced from memory: median {statistics.median(memory_ms):.3f} ms per tensor, "
+    print(f"rank {low} sliced from memory: median {statistics.median(memory_ms):.3f} ms per "
+          f"tensor, "
           f"{sum(memory_ms):.1f} ms for all; from disk (fresh cache): median "
           f"{statistics.median(disk_ms):.3f} ms, {sum(disk_ms):.1f} ms for all; "
           f"{fresh.stats.decompositions} decompositions")

@@ -386,8 +386,10 @@ class FactorCache:
             conn = self._open_index()
         except sqlite3.DatabaseError as exc:
             if not repair:
-                raise StorageError(f"factor cache index {self.index_path} is unreadable ({exc}); "
-                                   f"run `dse cache clear --cache-dir {self.root.parent}`") from None
+                raise StorageError(
+                    f"factor cache index {self.index_path} is unreadable ({exc}); "
+                    f"run `dse cache clear --cache-dir {self.root.parent}`"
+                ) from None
             logger.warning("factor cache index %s is unreadable (%s); starting a new one",
                            self.index_path, exc)
             self._remove_all_files()
@@ -407,8 +409,10 @@ class FactorCache:
             conn.executescript(_SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
             if row is None:
-                conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
             elif row[0] != str(SCHEMA_VERSION):
                 raise StorageError(
                     f"factor cache index {self.index_path} has schema version {row[0]}, this "
@@ -582,7 +586,8 @@ class FactorCache:
         if total <= self.max_bytes:
             return
         rows = conn.execute(
-            "SELECT key, file, nbytes FROM entries WHERE key != ? ORDER BY last_used ASC, created ASC",
+            "SELECT key, file, nbytes FROM entries WHERE key != ? "
+            "ORDER BY last_used ASC, created ASC",
             (keep,),
         ).fetchall()
         for key, file, nbytes in rows:
@@ -609,8 +614,10 @@ class FactorCache:
                     "GROUP BY fingerprint ORDER BY fingerprint"
                 ).fetchall()
             except sqlite3.Error as exc:
-                raise StorageError(f"factor cache index {self.index_path} is unreadable ({exc}); "
-                                   f"run `dse cache clear --cache-dir {self.root.parent}`") from None
+                raise StorageError(
+                    f"factor cache index {self.index_path} is unreadable ({exc}); "
+                    f"run `dse cache clear --cache-dir {self.root.parent}`"
+                ) from None
             models = {fp: ModelUsage(entries=n, bytes=b, label=lab) for fp, n, b, lab in rows}
             return CacheInfo(
                 root=self.root, entries=sum(m.entries for m in models.values()),

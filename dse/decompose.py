@@ -125,14 +125,16 @@ class SingularTriplets(NamedTuple):
 
 
 def check_weight_rank(weight: torch.Tensor, rank: int) -> None:
-    """Raise InvalidConfigError unless ``weight`` is a floating H×W matrix and 1 ≤ rank ≤ min(H, W)."""
+    """Raise InvalidConfigError unless ``weight`` is a floating H×W matrix, 1 ≤ rank ≤ min(H, W)."""
     import torch
 
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
         shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise InvalidConfigError(f"a weight to decompose must be a 2-D tensor (H×W), got {shape}")
     if not weight.is_floating_point():
-        raise InvalidConfigError(f"a weight to decompose must be floating point, got {weight.dtype}")
+        raise InvalidConfigError(
+            f"a weight to decompose must be floating point, got {weight.dtype}"
+        )
     height, width = weight.shape
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(height, width):
         raise InvalidConfigError(
@@ -389,7 +391,9 @@ def decompose(
     return factors.to(device=weight.device, dtype=weight.dtype)
 
 
-def relative_error(weight: torch.Tensor, factors: TuckerFactors, *, chunk_rows: int = 1024) -> float:
+def relative_error(
+    weight: torch.Tensor, factors: TuckerFactors, *, chunk_rows: int = 1024
+) -> float:
     """‖W − U1 Γ U2ᵀ‖_F / ‖W‖_F, computed in float64 (row blocks bound the memory).
 
     Returns 0.0 for a zero weight reproduced exactly, ``inf`` for a zero weight that is not.

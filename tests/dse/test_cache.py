@@ -107,7 +107,9 @@ def test_factors_follow_the_weights_dtype_and_are_copies(tmp_path: Path) -> None
     assert again.u1.abs().sum() > 0
 
 
-def test_the_same_gamma_twice_decomposes_nothing_the_second_time(tiny_llama, tmp_path: Path) -> None:
+def test_the_same_gamma_twice_decomposes_nothing_the_second_time(
+    tiny_llama, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
     loaded = tiny_llama
     spec = loaded.spec
     blocks = loaded.model.get_submodule(spec.layer_path)
@@ -261,7 +263,9 @@ def test_nothing_touches_the_disk_until_the_first_write(tmp_path: Path) -> None:
     assert (root / "index.sqlite").is_file()
 
 
-def test_default_root_follows_dse_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_root_follows_dse_cache_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DSE_CACHE_DIR", str(tmp_path / "env"))
     assert FactorCache().root == tmp_path / "env" / "factors"
     assert FactorCache.for_cache_dir().root == tmp_path / "env" / "factors"

@@ -220,7 +220,8 @@ def test_methods_registry_and_unknown_method() -> None:
 
 @pytest.mark.parametrize("rank", [0, 9, -1, 2.0, True])
 def test_rank_out_of_range_is_one_clear_error(rank: object) -> None:
-    with pytest.raises(InvalidConfigError, match=r"between 1 and min\(H, W\) = 8 for a 8×12 weight"):
+    expected = r"between 1 and min\(H, W\) = 8 for a 8×12 weight"
+    with pytest.raises(InvalidConfigError, match=expected):
         decompose(_matrix(8, 12), rank)  # type: ignore[arg-type]
 
 
