@@ -104,9 +104,8 @@ def _per_task(plt: Any, rows: Sequence[dict[str, Any]], baseline: dict[str, Any]
         pts = [(0.0, float(baseline["per_task"][task]))] if baseline and task in baseline.get("per_task", {}) else []
         pts += [(r["param_reduction_pct"], r["per_task"][task]["accuracy"]) for r in measured
                 if task in r["per_task"] and not r["early_stopped"]]
-        pts.sort()
         if pts:
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=4, lw=1, label=task)
+            _points_and_means(ax, [(x, 100 * y) for x, y in pts], label=task, marker="o")
     ax.set_xlabel("parameter reduction (%)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{title}: accuracy per task (cf. the paper's Fig. 10)")
@@ -118,15 +117,29 @@ def _per_task(plt: Any, rows: Sequence[dict[str, Any]], baseline: dict[str, Any]
     plt.close(fig)
 
 
+def _points_and_means(ax: Any, pts: Sequence[tuple[float, float]], *, label: str, marker: str) -> None:
+    """Every trial as a point, and a line through the mean at each x.
+
+    Several γ often share one parameter reduction (the same number of whole layers), so
+    joining the raw points in x order would draw meaningless vertical zig-zags.
+    """
+    by_x: dict[float, list[float]] = {}
+    for x, y in pts:
+        by_x.setdefault(round(x, 6), []).append(y)
+    xs = sorted(by_x)
+    line = ax.plot(xs, [sum(by_x[x]) / len(by_x[x]) for x in xs], lw=1, label=label)[0]
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=16, marker=marker, color=line.get_color())
+
+
 def _efficiency(plt: Any, rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     measured = _measured(rows)
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
     top = 0.0
     for metric, label, marker in (("latency_ratio", "latency", "o"), ("energy_ratio", "energy", "s"),
                                   ("memory_ratio", "memory", "^")):
-        pts = sorted((r["param_reduction_pct"], 100 * (1 - r[metric])) for r in measured if r.get(metric) is not None)
+        pts = [(r["param_reduction_pct"], 100 * (1 - r[metric])) for r in measured if r.get(metric) is not None]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ms=4, lw=1, label=f"{label} reduction")
+            _points_and_means(ax, pts, label=f"{label} reduction", marker=marker)
             top = max(top, max(p[0] for p in pts))
     if top > 0:
         ax.plot([0, top], [0, 100 * PAPER_LATENCY_SLOPE * top], color="gray", ls=":", lw=1,
