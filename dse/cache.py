@@ -10,7 +10,10 @@ decomposing a 4096×11008 matrix takes seconds. The cache has two layers:
 
 For ``svd`` one entry serves every rank: truncated SVDs are nested, so the entry keeps
 the leading singular triplets up to the largest rank asked so far, and any lower rank
-is sliced from it (exactly: the same numbers ``decompose`` would return). Only a larger
+is sliced from it. For matrices small enough for a full SVD that slice is exactly what
+``decompose`` returns; for the randomized path (min(H, W) > 1024) it is a truncation of
+a higher-rank run, so the factors can differ slightly from a direct run at the lower
+rank, and only the higher rank's error was checked against the optimum. Only a larger
 rank triggers new work, and replaces the entry. Other methods (``hooi``) are keyed by
 rank too, since their factors of different ranks are unrelated.
 

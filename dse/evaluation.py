@@ -3,8 +3,9 @@
 The :class:`Evaluator` measures the undecomposed baseline once and then any number of
 γ against it. Accuracy is a paired comparison on the same documents, so its baseline
 (with per-document results) is stored and reused across processes. Latency and energy
-are noisy on shared machines, so their baseline is re-measured once in every process
-that evaluates trials, and every trial reports ratios to that same-process baseline.
+are noisy on shared machines, so every trial times the original and the decomposed
+modules side by side (alternating, ABBA) and reports ratios from those paired runs; the
+baseline record's own latency and energy are for information only.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class MeasurementSettings(BaseModel):
     chunk_size: int | None = Field(default=None, ge=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     method: Literal["svd", "hooi"] = "svd"
+    # Where the model runs: latency and energy ratios of a GPU and a CPU differ, so the memo
+    # must not answer one with the other (the weights' fingerprint is the same on both).
+    device: str = "cpu"
 
     @field_validator("tasks")
     @classmethod
@@ -309,7 +313,7 @@ class Evaluator:
         energy_method: str | None = None
         energy_estimated: bool | None = None
         # NVML energy counters refresh every 20-100 ms: meter long enough to see them move.
-        min_time = 0.5 if self.loaded.device == "cuda" else 0.0
+        min_time = 0.5 if self.loaded.device.startswith("cuda") else 0.0
         with _module_states(self.loaded) as use:
             use("baseline")
             _, base_param_bytes, base_buffer_bytes = model_memory(self.loaded.model)

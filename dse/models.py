@@ -109,15 +109,20 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def _check_device_dtype(device: str, dtype: str) -> None:
-    if device not in DEVICES:
-        raise InvalidConfigError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise InvalidConfigError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N")
     if dtype not in DTYPES:
         raise InvalidConfigError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
-    if device == "cuda":
+    if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise DseError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu")
+            raise DseError(f"--device {device} was asked for, but no CUDA GPU is available here; use --device cpu")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise DseError(
+                f"--device {device} names GPU {index}, but only {torch.cuda.device_count()} are visible"
+            )
 
 
 def _torch_dtype(dtype: str) -> torch.dtype:

@@ -99,7 +99,7 @@ def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
         tasks=ev.tasks, limit=ev.limit, batch_size=ev.batch_size, data_dir=ev.data_dir,
         aggregate=ev.aggregate, workload=definition.workload, measure_latency=ev.measure_latency,
         measure_energy=ev.measure_energy, measure_memory=ev.measure_memory, chunk_size=ev.chunk_size,
-        confidence=ev.confidence, method=ev.method,
+        confidence=ev.confidence, method=ev.method, device=definition.device,
     )
 
 
@@ -432,7 +432,9 @@ class Worker:
         attrs = {"retry_of": number}
         if user_attrs.get("paper_seed"):
             attrs["paper_seed"] = user_attrs["paper_seed"]
-        retrying(lambda: self.p.study.enqueue_trial(dict(params), user_attrs=attrs))
+        # Not retried: enqueue_trial spans several transactions, so a repeat after a late lock
+        # error could queue the γ twice; SQLite's busy timeout already waits for the lock.
+        self.p.study.enqueue_trial(dict(params), user_attrs=attrs)
 
     def _one(self, claim: Claim) -> str:
         from optuna.trial import TrialState
@@ -440,7 +442,9 @@ class Worker:
         tables, study = self.p.tables, self.p.study
         trial = None
         try:
-            trial = retrying(study.ask)
+            # Not retried, for the same reason as enqueue_trial: ask creates the trial row and
+            # then writes its parameters; repeating it could leave an orphan RUNNING trial.
+            trial = study.ask()
             tables.attach(claim, trial.number)
             with _Heartbeat(tables, claim, self.p.definition.heartbeat_interval):
                 outcome = self._measure(trial)
@@ -517,7 +521,9 @@ class Worker:
             trial.set_user_attr("standins", standins)
         trial.set_user_attr("worker", self.owner)
         trial.set_user_attr("trial_seconds", time.perf_counter() - started)
-        retrying(lambda: self.p.study.tell(trial, values, state=TrialState.COMPLETE))
+        # skip_if_finished: a stalled worker whose trial was meanwhile reaped as stale (and its
+        # γ queued again) must not crash on telling a finished trial; its record is memoized.
+        retrying(lambda: self.p.study.tell(trial, values, state=TrialState.COMPLETE, skip_if_finished=True))
         return _DONE
 
     def _tell_rejected(self, trial: optuna.trial.Trial, gamma: DecompositionConfig | None, reason: str) -> None:
@@ -544,7 +550,7 @@ class Worker:
         trial.set_user_attr("memoized", False)
         trial.set_user_attr("feasible", False)
         trial.set_user_attr("param_reduction_pct", reduction)
-        retrying(lambda: self.p.study.tell(trial, values, state=TrialState.COMPLETE))
+        retrying(lambda: self.p.study.tell(trial, values, state=TrialState.COMPLETE, skip_if_finished=True))
         self.stats.rejected += 1
 
     # ---- progress -------------------------------------------------------------------

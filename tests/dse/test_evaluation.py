@@ -117,3 +117,9 @@ def test_trial_in_a_fresh_evaluator_measures_efficiency_side_by_side(tiny_llama,
     assert record.memory_ratio == pytest.approx(predicted.params_after / predicted.params_before, rel=1e-3)
     assert record.latency_ratio is not None and record.latency_ratio > 0
     assert tiny_llama.applied is None and not tiny_llama.originals
+
+
+def test_memo_key_separates_devices_but_the_accuracy_baseline_is_shared() -> None:
+    cpu, gpu = _settings(device="cpu"), _settings(device="cuda")
+    assert cpu.key() != gpu.key()
+    assert cpu.accuracy_key() == gpu.accuracy_key()

@@ -36,7 +36,7 @@ def test_dtype_changes_the_fingerprint() -> None:
         ({"name": "no-such-model-xyz"}, UnknownNameError, "unknown model"),
         ({"name": "llama2-7b"}, UnknownNameError, "architecture-only"),
         ({"name": "tiny-llama", "dtype": "int8"}, InvalidConfigError, "allowed: float32"),
-        ({"name": "tiny-llama", "device": "tpu"}, InvalidConfigError, "allowed: cpu, cuda"),
+        ({"name": "tiny-llama", "device": "tpu"}, InvalidConfigError, "allowed: cpu, cuda, cuda:N"),
     ],
 )
 def test_bad_model_requests_name_what_is_allowed(kwargs, error, fragment) -> None:  # type: ignore[no-untyped-def]
@@ -65,3 +65,9 @@ def test_smollm2_is_the_real_pretrained_model(smollm2) -> None:  # type: ignore[
     ids = smollm2.tokenizer("The capital of France is", return_tensors="pt")
     out = smollm2.model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert "Paris" in smollm2.tokenizer.decode(out[0][ids["input_ids"].shape[1]:])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_index_is_accepted_as_a_device_name_and_refused_without_a_gpu() -> None:
+    with pytest.raises(DseError, match="--device cuda:1 was asked for"):
+        load_model("tiny-llama", device="cuda:1")
