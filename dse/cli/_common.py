@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["emit_json", "print_table", "gamma_options", "gamma_from_options", "console"]
+__all__ = ["emit_json", "print_table", "gamma_options", "gamma_from_options", "console", "json_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -18,6 +18,13 @@ def emit_json(obj: Any) -> None:
     """Print one JSON object (or list) on stdout: the contract for scripts."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def json_option(func: F) -> F:
+    """``--json``: print exactly one JSON object (or list) on stdout instead of tables."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON object (or list) on stdout."
+    )(func)
 
 
 def console() -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from dse.cli._common import emit_json, print_table
+from dse.cli._common import emit_json, print_table, json_option
 
 __all__ = ["cache"]
 
@@ -20,10 +20,6 @@ def _cache_dir_option(func: Any) -> Any:
         help="Cache directory; the factors live in its factors/ folder "
              "(default: $DSE_CACHE_DIR, else the platform cache dir).",
     )(func)
-
-
-def _json_option(func: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(func)
 
 
 def _size(nbytes: int) -> str:
@@ -41,7 +37,7 @@ def cache() -> None:
 
 @cache.command(help="Where the factor cache is, how full, and by which models.")
 @_cache_dir_option
-@_json_option
+@json_option
 def info(cache_dir: str | None, as_json: bool) -> None:
     from dse.cache import FactorCache
 
@@ -59,7 +55,7 @@ def info(cache_dir: str | None, as_json: bool) -> None:
 
 @cache.command(help="Delete every cached factor (the cache fills again on the next decomposition).")
 @_cache_dir_option
-@_json_option
+@json_option
 def clear(cache_dir: str | None, as_json: bool) -> None:
     from dse.cache import FactorCache
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from dse.cli._common import emit_json, gamma_from_options, gamma_options, print_table
+from dse.cli._common import emit_json, gamma_from_options, gamma_options, print_table, json_option
 
 __all__ = ["space"]
 
@@ -37,10 +37,6 @@ def _rule_set(rule_items: Sequence[str], no_rules: bool) -> Any:
     return RuleSet.parse(rule_items, start=RuleSet.off() if no_rules else RuleSet.defaults())
 
 
-def _json_option(func: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(func)
-
-
 def _num(value: int) -> str:
     return f"{value:,}"
 
@@ -56,7 +52,7 @@ def space() -> None:
 
 @space.command(help="Layers, decomposable tensors, their shapes, ranks and parameters.")
 @click.argument("model")
-@_json_option
+@json_option
 def show(model: str, as_json: bool) -> None:
     from space.metrics import max_compressing_rank
     from space.presets import load_spec
@@ -114,7 +110,7 @@ def show(model: str, as_json: bool) -> None:
               help="R: the largest pruned rank counted (1 ≤ R ≤ the largest min(H, W)).")
 @click.option("--fixed-rank", is_flag=True, help="Count only PR = R instead of PR ∈ 1..R.")
 @_rule_options
-@_json_option
+@json_option
 def size(model: str, rank: int, fixed_rank: bool, rule_items: Sequence[str], no_rules: bool,
          as_json: bool) -> None:
     from space.presets import load_spec
@@ -151,7 +147,7 @@ def size(model: str, rank: int, fixed_rank: bool, rule_items: Sequence[str], no_
 @click.option("--seq-len", type=int, default=128, show_default=True, help="Tokens per sequence.")
 @click.option("--bytes-per-param", type=float, default=2.0, show_default=True,
               help="Bytes per weight (2: FP16/BF16, 4: FP32).")
-@_json_option
+@json_option
 def check(model: str, layers: str, tensors: str, rank: int, rule_items: Sequence[str],
           no_rules: bool, batch: int, seq_len: int, bytes_per_param: float,
           as_json: bool) -> None:
@@ -213,7 +209,7 @@ def check(model: str, layers: str, tensors: str, rank: int, rule_items: Sequence
 
 
 @space.command(name="rules", help="The heuristic rules, their parameters and defaults.")
-@_json_option
+@json_option
 def rules_cmd(as_json: bool) -> None:
     from space.rules import RULE_ORDER, RULES, rule_names
 

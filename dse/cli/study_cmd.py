@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from dse.cli._common import console, emit_json, print_table
+from dse.cli._common import console, emit_json, print_table, json_option
 
 __all__ = ["study"]
 
@@ -21,10 +21,6 @@ _STORAGE_HELP = "Database URL: sqlite:///path.db (default sqlite:///dse.db here)
 
 def _storage_option(func: Any) -> Any:
     return click.option("--storage", default=None, metavar="URL", help=_STORAGE_HELP)(func)
-
-
-def _json_option(func: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object (or list) on stdout.")(func)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -117,7 +113,7 @@ def study() -> None:
 @click.option("--no-plots", is_flag=True, help="Write no plots.")
 @click.option("--force", is_flag=True, help="Continue an existing study whose definition changed.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@_json_option
+@json_option
 def run(file: Path | None, name: str | None, model: str | None, tasks: str | None, limit: int | None,
         tau: float | None, n_trials: int | None, timeout: float | None, storage: str | None, seed: int | None,
         workers: int | None, sampler: str | None, encoding: str | None, objective: str | None,
@@ -148,7 +144,7 @@ def run(file: Path | None, name: str | None, model: str | None, tasks: str | Non
               help="Where to write the plots (default plots/<name>).")
 @click.option("--no-plots", is_flag=True, help="Write no plots.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@_json_option
+@json_option
 def resume(name: str, storage: str | None, n_trials: int | None, timeout: float | None, workers: int | None,
            plots_dir: Path | None, no_plots: bool, quiet: bool, as_json: bool) -> None:
     from dse.study.api import resume_study
@@ -195,7 +191,7 @@ def _report(handle: Any, as_json: bool) -> None:
 
 @study.command(name="list", help="The studies in a database.")
 @_storage_option
-@_json_option
+@json_option
 def list_cmd(storage: str | None, as_json: bool) -> None:
     from dse.study.api import list_studies
 
@@ -216,7 +212,7 @@ def list_cmd(storage: str | None, as_json: bool) -> None:
 @study.command(help="A study's definition, baseline, trial counts and best feasible configuration.")
 @click.argument("name")
 @_storage_option
-@_json_option
+@json_option
 def show(name: str, storage: str | None, as_json: bool) -> None:
     from dse.study.api import load_study
 
@@ -246,7 +242,7 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
 @study.command(help="The best feasible trial (accuracy drop < τ) by the study's objective.")
 @click.argument("name")
 @_storage_option
-@_json_option
+@json_option
 def best(name: str, storage: str | None, as_json: bool) -> None:
     from dse.study.api import load_study
 
@@ -265,7 +261,7 @@ def best(name: str, storage: str | None, as_json: bool) -> None:
 @click.option("--z", "z", default=None, help="Optional third metric.")
 @click.option("--all", "include_all", is_flag=True, help="Include infeasible trials.")
 @_storage_option
-@_json_option
+@json_option
 def pareto(name: str, x: str | None, y: str | None, z: str | None, include_all: bool, storage: str | None,
            as_json: bool) -> None:
     from dse.study.api import load_study
@@ -286,7 +282,7 @@ def pareto(name: str, x: str | None, y: str | None, z: str | None, include_all: 
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file instead of stdout.")
 @_storage_option
-@_json_option
+@json_option
 def export(name: str, fmt: str, out_file: Path | None, storage: str | None, as_json: bool) -> None:
     from dse.study.api import load_study
     from space.errors import StorageError
@@ -313,7 +309,7 @@ def export(name: str, fmt: str, out_file: Path | None, storage: str | None, as_j
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the PNG files (created).")
 @_storage_option
-@_json_option
+@json_option
 def plot(name: str, out_dir: Path, storage: str | None, as_json: bool) -> None:
     from dse.study.api import load_study
 
