@@ -205,11 +205,10 @@ def _module_states(loaded: LoadedModel) -> Iterator[Callable[[str], None]]:
     originals = dict(loaded.originals)
 
     def use(state: str) -> None:
-        modules = originals if state == "baseline" else compressed
-        for path, module in modules.items():
-            parent_path, _, child = path.rpartition(".")
-            parent = loaded.model.get_submodule(parent_path) if parent_path else loaded.model
-            setattr(parent, child, module)
+        from dse.surgery import set_module
+
+        for path, module in (originals if state == "baseline" else compressed).items():
+            set_module(loaded.model, path, module)
 
     try:
         yield use
@@ -357,9 +356,9 @@ class Evaluator:
 
     def baseline(self) -> BaselineRecord:
         """Measure the undecomposed model: accuracy with per-document results, efficiency."""
-        if self.loaded.applied is not None:
-            from dse.surgery import undo
+        from dse.surgery import count_parameters, undo
 
+        if self.loaded.applied is not None:
             undo(self.loaded)
         started = time.perf_counter()
         accuracy = self._measure_accuracy()
@@ -376,7 +375,7 @@ class Evaluator:
             energy_method=efficiency.energy_method,
             energy_estimated=efficiency.energy_estimated,
             memory_bytes=efficiency.memory_bytes,
-            params=sum(p.numel() for p in self.loaded.model.parameters()),
+            params=count_parameters(self.loaded.model),
             versions=software_versions(),
             seconds=time.perf_counter() - started,
         )
@@ -433,7 +432,7 @@ class Evaluator:
         as the drop is above τ with the settings' confidence; such a trial is
         ``early_stopped`` and has no latency or energy (they are not worth measuring).
         """
-        from dse.surgery import decomposed
+        from dse.surgery import count_parameters, decomposed
         from objectives.paired import paired_drop
 
         self.check_baseline(baseline)
@@ -447,7 +446,7 @@ class Evaluator:
             efficiency, efficiency_base = EfficiencyRecord(), EfficiencyRecord()
             if not early and self._wants_efficiency():
                 efficiency, efficiency_base = self.paired_efficiency()
-            params_after = sum(p.numel() for p in self.loaded.model.parameters())
+            params_after = count_parameters(self.loaded.model)
         self.evaluations += 1
         drop = paired_drop(
             base_accuracy, accuracy, aggregate=self.settings.aggregate,

@@ -38,6 +38,7 @@ __all__ = [
     "apply",
     "install_factors",
     "undo",
+    "set_module",
     "decomposed",
     "current",
     "installed_factors",
@@ -116,7 +117,8 @@ def _block_prefix(loaded: LoadedModel) -> str:
     return path
 
 
-def _set_module(model: torch.nn.Module, path: str, module: torch.nn.Module) -> None:
+def set_module(model: torch.nn.Module, path: str, module: torch.nn.Module) -> None:
+    """Put ``module`` at dotted ``path`` of ``model`` (the one place modules are swapped)."""
     parent, _, attr = path.rpartition(".")
     setattr(model.get_submodule(parent), attr, module)
 
@@ -181,7 +183,7 @@ def _install(
                     rel_error = relative_error(weight, factors)
                 replacement = FactorizedLinear.from_linear(original, factors, fold=fold)
                 originals[path] = original
-                _set_module(model, path, replacement)
+                set_module(model, path, replacement)
                 results.append(TensorResult(layer=pair.layer, tensor=pair.tensor, rank=pair.rank,
                                             rel_error=float(rel_error), cached=hit))
     except BaseException:
@@ -310,7 +312,7 @@ def install_factors(
 
 def _restore(model: torch.nn.Module, originals: Mapping[str, torch.nn.Module]) -> None:
     for path in reversed(list(originals)):
-        _set_module(model, path, originals[path])
+        set_module(model, path, originals[path])
 
 
 def undo(loaded: LoadedModel) -> bool:
