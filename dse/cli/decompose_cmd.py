@@ -7,24 +7,21 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dse.cli._common import emit_json, gamma_from_options, gamma_options, print_table
+from dse.models import DTYPES
 
 if TYPE_CHECKING:
     from dse.cache import FactorCache
 
 __all__ = ["decompose", "generate"]
 
-_DEVICES = ("cpu", "cuda")
-_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _cache(cache_dir: str | None, no_cache: bool) -> FactorCache | None:
     if no_cache:
         return None
     from dse.cache import FactorCache
-    from space.env import cache_dir as cache_root
 
-    # The same layout as without --cache-dir: factors live under <cache root>/factors.
-    return FactorCache(cache_root(cache_dir) / "factors")
+    return FactorCache.for_cache_dir(cache_dir)
 
 
 def _cache_options(func: Any) -> Any:
@@ -47,8 +44,8 @@ def _cache_options(func: Any) -> Any:
                    "instead of the paper's H·r + r² + r·W.")
 @click.option("--out", default=None, metavar="DIR",
               help="Save the decomposed model (factors + γ + base model reference) to DIR.")
-@click.option("--device", type=click.Choice(_DEVICES), default="cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(_DTYPES), default="float32", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def decompose(model: str, layers: str, tensors: str, rank: int, method: str, cache_dir: str | None,
               no_cache: bool, fold: bool, out: str | None, device: str, dtype: str,
@@ -102,8 +99,8 @@ def decompose(model: str, layers: str, tensors: str, rank: int, method: str, cac
 @click.option("--prompt", required=True, help="Text to continue (plain text, no chat template).")
 @click.option("--max-new-tokens", type=int, default=16, show_default=True)
 @click.option("--compare", is_flag=True, help="Also print the original model's continuation.")
-@click.option("--device", type=click.Choice(_DEVICES), default="cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(_DTYPES), default=None,
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(DTYPES), default=None,
               help="[default: float32; a saved directory uses its own dtype]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def generate(model_or_dir: str, layers: str, tensors: str, rank: int, method: str,
