@@ -16,18 +16,18 @@ from dse.study.definition import StudyDefinition, load_definition
 from dse.study.goals import GOALS, Goal
 from dse.study.memo import EngineTables
 from dse.study.queries import best_row, counts, export_text, pareto_rows, trial_rows
-from dse.study.runner import (
+from dse.study.lifecycle import (
     BASELINE_ATTR,
     SEEDS_ATTR,
     EvaluatorFactory,
-    WorkerStats,
     default_evaluator_factory,
     ensure_baseline,
     open_existing,
     prepare,
-    run_workers,
     study_names,
 )
+from dse.study.processes import run_workers
+from dse.study.worker import WorkerStats
 from dse.study.storage import StorageTarget, check_storage, open_optuna_storage
 from space.errors import InvalidConfigError
 
@@ -70,11 +70,7 @@ class StudyHandle:
         rows = trial_rows(self.study, include_rejected=include_rejected)
         notes: dict[int, str] = {}
         if any(r["state"] == "FAIL" and not r.get("fail_reason") for r in rows):
-            tables = EngineTables(self.target)
-            try:
-                notes = tables.claim_notes(self.name)
-            finally:
-                tables.close()
+            notes = _claim_notes(self.target, self.name)
         for row in rows:
             if row["state"] == "FAIL" and not row.get("fail_reason") and row["number"] in notes:
                 row["fail_reason"] = notes[row["number"]]
@@ -134,6 +130,24 @@ class StudyHandle:
         }
 
 
+def _claim_notes(target: StorageTarget, name: str) -> dict[int, str]:
+    """Why claims ended (e.g. a stale worker), read without creating or writing anything."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from space.errors import StorageError
+
+    try:
+        tables = EngineTables(target, create=False)
+    except StorageError:
+        return {}
+    try:
+        return tables.budget.notes(name)
+    except SQLAlchemyError:  # a database from before these tables: no notes to show
+        return {}
+    finally:
+        tables.close()
+
+
 def resolve_definition(source: StudyDefinition | str | Path | None, **overrides: Any) -> StudyDefinition:
     """A definition from an object, a TOML path or nothing (flags alone), with overrides."""
     if source is None:
@@ -158,9 +172,10 @@ def _execute(definition: StudyDefinition, *, force: bool, resume_only: bool, mor
     prepared = prepare(definition, force=force, resume_only=resume_only, more_trials=more_trials)
     name = definition.study_name
     try:
-        target, claimed = prepared.tables.budget(name)
+        budget = prepared.tables.budget
+        target, claimed = budget.pool(name, prepared.pool)
         stats = WorkerStats(stopped_by="nothing to do")
-        if claimed < target or prepared.tables.running_claims(name) > 0:
+        if claimed < target or budget.running(name, prepared.pool):
             factory = evaluator_factory or default_evaluator_factory
             evaluator = factory(definition, progress=progress)
             baseline = ensure_baseline(prepared, evaluator)
@@ -228,7 +243,7 @@ def load_study(name: str, *, storage: str | None = None) -> StudyHandle:
         StorageError: the storage is malformed or (SQLite) missing.
         UnknownNameError: no study ``name``; the message lists the existing ones.
     """
-    target = check_storage(storage, create=False)
+    target = check_storage(storage, create=False, write=False)
     study, definition = open_existing(name, target)
     definition = definition.with_overrides(storage=target.url)
     return StudyHandle(study=study, definition=definition, target=target)
@@ -236,7 +251,7 @@ def load_study(name: str, *, storage: str | None = None) -> StudyHandle:
 
 def list_studies(*, storage: str | None = None) -> list[dict[str, Any]]:
     """One summary per lowrank-dse study in ``storage``: name, model, objective, τ, counts, best."""
-    target = check_storage(storage, create=False)
+    target = check_storage(storage, create=False, write=False)
     optuna_storage = open_optuna_storage(target, create=False)
     out = []
     for name in study_names(optuna_storage):

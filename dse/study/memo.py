@@ -7,11 +7,7 @@
   in any study of the database, and the trial says ``memoized = True``.
 - ``dse_baselines``: the original model's measurement per (fingerprint, settings key),
   so a second study on the same model and tasks does not measure it again.
-- ``dse_budgets`` and ``dse_claims``: the trial budget of each study and one claim per
-  trial a worker runs. A worker takes a slot with one conditional ``UPDATE`` (atomic on
-  SQLite, PostgreSQL and MySQL), so several workers never run more trials than asked.
-  A claim carries a heartbeat; a claim whose heartbeat stopped (its process was killed)
-  is found stale, its trial marked FAIL, and its slot given back.
+- the trial budget and its claims: :mod:`dse.study.claims` (same engine, same database).
 
 Every transaction goes through :meth:`EngineTables.transaction`, retried while SQLite
 reports a lock.
@@ -29,35 +25,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Boolean,
-    Float,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    select,
-    update,
-)
+from sqlalchemy import Boolean, Float, Integer, String, Text, create_engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from dse.study.storage import StorageTarget, engine_kwargs, retrying
+from dse.study.storage import StorageTarget, creating, engine_kwargs, retrying
 from space.errors import StorageError
 
 __all__ = [
     "SCHEMA_VERSION",
     "EngineTables",
     "MemoEntry",
-    "Claim",
     "SchemaModel",
     "MemoModel",
     "BaselineModel",
-    "BudgetModel",
-    "ClaimModel",
+    "worker_owner",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: budget pools and claims in dse.study.claims
 T = TypeVar("T")
 
 
@@ -98,41 +83,12 @@ class BaselineModel(_Base):
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
 
 
-class BudgetModel(_Base):
-    __tablename__ = "dse_budgets"
-
-    study_name: Mapped[str] = mapped_column(String(512), primary_key=True)
-    target: Mapped[int] = mapped_column(Integer, nullable=False)
-    claimed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-
-
-class ClaimModel(_Base):
-    __tablename__ = "dse_claims"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    study_name: Mapped[str] = mapped_column(String(512), nullable=False, index=True)
-    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    owner: Mapped[str] = mapped_column(String(256), nullable=False)
-    # running -> done | released (rejected γ, failure, Ctrl-C) | stale (heartbeat stopped)
-    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
-    claimed_at: Mapped[float] = mapped_column(Float, nullable=False)
-    heartbeat_at: Mapped[float] = mapped_column(Float, nullable=False)
-    note: Mapped[str | None] = mapped_column(String(512), nullable=True)
-
-
 @dataclass(frozen=True)
 class MemoEntry:
     record: dict[str, Any]
     study_name: str
     early_stopped: bool
     tau: float | None
-
-
-@dataclass(frozen=True)
-class Claim:
-    id: int
-    study_name: str
-    owner: str
 
 
 def _package_version() -> str:
@@ -152,12 +108,17 @@ def worker_owner() -> str:
 class EngineTables:
     """Access to the ``dse_`` tables of one database."""
 
-    def __init__(self, target: StorageTarget) -> None:
+    def __init__(self, target: StorageTarget, *, create: bool = True) -> None:
+        """Open the tables; ``create=False`` (queries) never writes and needs them to exist."""
+        from dse.study.claims import Budget
+
         self.target = target
         self.engine = create_engine(target.url, **engine_kwargs(target))
         try:
-            retrying(lambda: _Base.metadata.create_all(self.engine))
-            retrying(self._stamp_or_check_version)
+            if create:
+                creating(lambda: _Base.metadata.create_all(self.engine))
+                retrying(self._stamp_or_check_version)
+            self.budget = Budget(self.engine, self.transaction, create=create)
         except StorageError:
             raise
         except Exception as exc:
@@ -279,146 +240,3 @@ class EngineTables:
             self.transaction(work)
         except IntegrityError:
             pass
-
-    # ---- budget and claims ------------------------------------------------------------
-
-    def set_target(self, study_name: str, *, target: int | None = None, more: int | None = None) -> int:
-        """Create or change a study's budget: an absolute ``target`` or ``more`` than claimed now."""
-
-        def work(session: Session) -> int:
-            row = session.get(BudgetModel, study_name)
-            if row is None:
-                row = BudgetModel(study_name=study_name, target=0, claimed=0)
-                session.add(row)
-            if target is not None:
-                row.target = target
-            if more is not None:
-                row.target = row.claimed + more
-            return row.target
-
-        return self.transaction(work)
-
-    def budget(self, study_name: str) -> tuple[int, int]:
-        """``(target, claimed)``; claimed counts running and finished trials."""
-
-        def work(session: Session) -> tuple[int, int]:
-            row = session.get(BudgetModel, study_name)
-            return (0, 0) if row is None else (row.target, row.claimed)
-
-        return self.transaction(work)
-
-    def claim(self, study_name: str, owner: str) -> Claim | None:
-        """Take one slot of the budget, atomically; None when the budget is spent."""
-
-        def work(session: Session) -> Claim | None:
-            taken = session.execute(
-                update(BudgetModel)
-                .where(BudgetModel.study_name == study_name, BudgetModel.claimed < BudgetModel.target)
-                .values(claimed=BudgetModel.claimed + 1)
-            ).rowcount
-            if taken != 1:
-                return None
-            now = time.time()
-            row = ClaimModel(study_name=study_name, owner=owner, state="running", claimed_at=now, heartbeat_at=now)
-            session.add(row)
-            session.flush()
-            return Claim(id=row.id, study_name=study_name, owner=owner)
-
-        return self.transaction(work)
-
-    def attach(self, claim: Claim, trial_number: int) -> None:
-        self.transaction(lambda s: s.execute(
-            update(ClaimModel).where(ClaimModel.id == claim.id).values(trial_number=trial_number)
-        ))
-
-    def heartbeat(self, claim: Claim) -> bool:
-        """Refresh the claim's heartbeat; False when another worker found it stale meanwhile."""
-        return self.transaction(lambda s: s.execute(
-            update(ClaimModel).where(ClaimModel.id == claim.id, ClaimModel.state == "running")
-            .values(heartbeat_at=time.time())
-        ).rowcount) == 1
-
-    def finish(self, claim: Claim) -> None:
-        """The claimed trial is COMPLETE: its slot stays taken."""
-        self.transaction(lambda s: s.execute(
-            update(ClaimModel).where(ClaimModel.id == claim.id, ClaimModel.state == "running").values(state="done")
-        ))
-
-    def release(self, claim: Claim, note: str) -> None:
-        """Give the slot back (rejected γ, failed or interrupted trial)."""
-        self._end(claim.id, claim.study_name, "released", note, stale_before=None)
-
-    def _end(self, claim_id: int, study_name: str, state: str, note: str, *, stale_before: float | None) -> bool:
-        def work(session: Session) -> bool:
-            query = update(ClaimModel).where(ClaimModel.id == claim_id, ClaimModel.state == "running")
-            if stale_before is not None:
-                query = query.where(ClaimModel.heartbeat_at < stale_before)
-            if session.execute(query.values(state=state, note=note[:512])).rowcount != 1:
-                return False
-            session.execute(
-                update(BudgetModel).where(BudgetModel.study_name == study_name)
-                .values(claimed=BudgetModel.claimed - 1)
-            )
-            return True
-
-        return self.transaction(work)
-
-    def reap_stale(self, study_name: str, grace_seconds: float) -> list[int | None]:
-        """End every running claim whose heartbeat is older than ``grace_seconds``.
-
-        Returns:
-            The trial numbers of the reaped claims (None for a claim that never got its
-            trial), which the caller marks FAIL in Optuna. Each claim is reaped by exactly
-            one worker: the conditional update decides.
-        """
-        cutoff = time.time() - grace_seconds
-
-        def find(session: Session) -> list[tuple[int, int | None]]:
-            rows = session.execute(
-                select(ClaimModel.id, ClaimModel.trial_number).where(
-                    ClaimModel.study_name == study_name, ClaimModel.state == "running",
-                    ClaimModel.heartbeat_at < cutoff,
-                )
-            ).all()
-            return [(int(r[0]), r[1]) for r in rows]
-
-        reaped: list[int | None] = []
-        for claim_id, trial_number in self.transaction(find):
-            note = f"stale: no heartbeat for {grace_seconds:.0f} s (process killed?)"
-            if self._end(claim_id, study_name, "stale", note, stale_before=cutoff):
-                reaped.append(trial_number)
-        return reaped
-
-    def running_claims(self, study_name: str) -> int:
-        from sqlalchemy import func
-
-        return self.transaction(lambda s: int(s.execute(
-            select(func.count()).select_from(ClaimModel)
-            .where(ClaimModel.study_name == study_name, ClaimModel.state == "running")
-        ).scalar_one()))
-
-    def claim_counts(self, study_name: str) -> dict[str, int]:
-        from sqlalchemy import func
-
-        def work(session: Session) -> dict[str, int]:
-            rows = session.execute(
-                select(ClaimModel.state, func.count()).where(ClaimModel.study_name == study_name)
-                .group_by(ClaimModel.state)
-            ).all()
-            return {str(state): int(count) for state, count in rows}
-
-        return self.transaction(work)
-
-    def claim_notes(self, study_name: str) -> dict[int, str]:
-        """Why claims ended other than done, by trial number (e.g. a stale worker)."""
-
-        def work(session: Session) -> dict[int, str]:
-            rows = session.execute(
-                select(ClaimModel.trial_number, ClaimModel.note).where(
-                    ClaimModel.study_name == study_name, ClaimModel.trial_number.is_not(None),
-                    ClaimModel.state.in_(("stale", "released")),
-                )
-            ).all()
-            return {int(number): str(note) for number, note in rows if note}
-
-        return self.transaction(work)

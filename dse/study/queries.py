@@ -64,6 +64,8 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         memoized=bool(attrs.get("memoized", False)),
         rejected=rejected,
         early_stopped=bool(attrs.get("early_stopped", False)),
+        # Optuna's retry of a stale trial says so in its system attributes.
+        retry_of=trial.system_attrs.get("failed_trial", attrs.get("retry_of")),
         gamma=dict(gamma) if isinstance(gamma, dict) else None,
         values=list(trial.values) if trial.values is not None else None,
         constraint=constraint,

@@ -39,6 +39,7 @@ __all__ = [
     "open_optuna_storage",
     "engine_kwargs",
     "retrying",
+    "creating",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class StorageTarget:
     url: str
     dialect: str
     path: Path | None
+    readonly: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -77,13 +79,15 @@ class StorageTarget:
         return make_url(self.url).render_as_string(hide_password=True)
 
 
-def check_storage(url: str | None, *, create: bool) -> StorageTarget:
+def check_storage(url: str | None, *, create: bool, write: bool = True) -> StorageTarget:
     """Check a storage URL without touching the database.
 
     Args:
         url: an SQLAlchemy URL; None gives :data:`DEFAULT_STORAGE`.
         create: whether the caller will create the database when it is missing (``run``);
             read-only callers get an error for a missing SQLite file instead.
+        write: whether the caller writes (``run``, ``resume``); queries (``show``, ``list``,
+            ``export``, …) pass False and work on a read-only file.
 
     Raises:
         StorageError: malformed URL, unsupported dialect, or an SQLite path that is
@@ -102,7 +106,7 @@ def check_storage(url: str | None, *, create: bool) -> StorageTarget:
     if dialect in _SERVER_DIALECTS:
         if not parsed.host and not parsed.query.get("unix_socket") and not parsed.query.get("host"):
             raise StorageError(f"malformed storage URL {parsed.render_as_string(hide_password=True)!r}: no host; {allowed}")
-        return StorageTarget(url=url, dialect=dialect, path=None)
+        return StorageTarget(url=url, dialect=dialect, path=None, readonly=not write)
     if dialect != "sqlite":
         raise StorageError(f"unsupported storage URL {url!r} (dialect {dialect!r}); {allowed}")
     database = parsed.database
@@ -113,11 +117,11 @@ def check_storage(url: str | None, *, create: bool) -> StorageTarget:
     path = Path(database).expanduser()
     if not path.is_absolute():
         path = Path.cwd() / path
-    _check_sqlite_path(url, path, create=create)
-    return StorageTarget(url=url, dialect="sqlite", path=path)
+    _check_sqlite_path(url, path, create=create, write=write)
+    return StorageTarget(url=url, dialect="sqlite", path=path, readonly=not write)
 
 
-def _check_sqlite_path(url: str, path: Path, *, create: bool) -> None:
+def _check_sqlite_path(url: str, path: Path, *, create: bool, write: bool) -> None:
     if path.exists():
         if path.is_dir():
             raise StorageError(f"storage {url!r}: {path} is a directory, not an SQLite file")
@@ -128,7 +132,7 @@ def _check_sqlite_path(url: str, path: Path, *, create: bool) -> None:
             raise StorageError(f"storage {url!r} is unreadable: {exc.strerror or exc}") from None
         if header and header != _SQLITE_MAGIC:
             raise StorageError(f"storage {url!r}: {path} is not an SQLite database")
-        if not os.access(path, os.W_OK) or not _dir_writable(path.parent):
+        if write and (not os.access(path, os.W_OK) or not _dir_writable(path.parent)):
             raise StorageError(f"storage {url!r} is not writable ({path}); choose another --storage")
         return
     if not create:
@@ -149,9 +153,13 @@ def _dir_writable(directory: Path) -> bool:
         return False
 
 
-def _sqlite_connect(path: str) -> Any:
+def _sqlite_connect(path: str, readonly: bool = False) -> Any:
     import sqlite3
 
+    if readonly:
+        # Queries never write: a read-only file (or directory) still answers them.
+        return sqlite3.connect(f"{Path(path).as_uri()}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT,
+                               check_same_thread=False)
     # check_same_thread=False: pooled connections move between the worker and its heartbeat
     # thread (one user at a time, which the pool guarantees).
     conn = sqlite3.connect(path, timeout=SQLITE_TIMEOUT, check_same_thread=False)
@@ -166,12 +174,11 @@ def engine_kwargs(target: StorageTarget) -> dict[str, Any]:
     if target.is_sqlite and target.path is not None:
         from functools import partial
 
-        return {"creator": partial(_sqlite_connect, str(target.path))}
+        return {"creator": partial(_sqlite_connect, str(target.path), target.readonly)}
     if target.is_sqlite:
         return {"connect_args": {"timeout": SQLITE_TIMEOUT}}
-    if target.dialect == "mysql":
-        return {"pool_pre_ping": True}
-    return {}
+    # Servers: a connection the server dropped (restart, idle timeout) is replaced, not an error.
+    return {"pool_pre_ping": True}
 
 
 def _wal(engine: sqlalchemy.Engine) -> None:
@@ -182,12 +189,15 @@ def _wal(engine: sqlalchemy.Engine) -> None:
         conn.commit()
 
 
-def open_optuna_storage(target: StorageTarget, *, create: bool = True) -> optuna.storages.RDBStorage:
+def open_optuna_storage(target: StorageTarget, *, create: bool = True, heartbeat_interval: int | None = None,
+                        grace_period: int | None = None) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage on ``target``.
 
     Args:
         create: create Optuna's tables when missing (``run``). Read-only callers pass
             False: a database without them holds no study and is left as it is.
+        heartbeat_interval, grace_period: seconds; given by workers, which then use
+            Optuna's heartbeat and stale-trial retry (see :mod:`dse.study.reaper`).
 
     Raises:
         StorageError: the database cannot be opened, holds no studies (read-only), or its
@@ -204,17 +214,26 @@ def open_optuna_storage(target: StorageTarget, *, create: bool = True) -> optuna
         try:
             if not create and "studies" not in retrying(lambda: inspect(engine).get_table_names()):
                 raise StorageError(f"{target.display()} holds no studies; run `dse study run` first")
-            if create and target.is_sqlite and target.path is not None:
+            if create and target.is_sqlite and target.path is not None and not target.readonly:
                 retrying(lambda: _wal(engine))
         finally:
             engine.dispose()
+        heartbeat: dict[str, Any] = {}
+        if heartbeat_interval is not None:
+            from dse.study.reaper import stale_trial_callback
+
+            heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                         "heartbeat_stale_trial_callback": stale_trial_callback()}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return retrying(lambda: optuna.storages.RDBStorage(
-                target.url, engine_kwargs=engine_kwargs(target), skip_table_creation=not create,
+            return creating(lambda: optuna.storages.RDBStorage(
+                target.url, engine_kwargs=engine_kwargs(target), skip_table_creation=not create, **heartbeat,
             ))
     except (SQLAlchemyError, RuntimeError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ImportError) or isinstance(exc.__cause__, ImportError):
+            first = (f"no database driver for {target.dialect} ({exc.__cause__ or exc}); "
+                     f"install it with: pip install 'lowrank-dse[{target.dialect}]'")
         raise StorageError(f"cannot open storage {target.display()!r}: {first}") from None
 
 
@@ -243,4 +262,27 @@ def retrying(operation: Callable[[], T], *, attempts: int = 20, base_delay: floa
             delay = min(2.0, base_delay * 2**attempt) * (0.5 + random.random())
             logger.debug("database locked, retrying in %.2f s", delay)
             time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _is_creation_race(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "already exists" in text or "duplicate key" in text or "uniqueviolation" in text
+
+
+def creating(operation: Callable[[], T], *, attempts: int = 10) -> T:
+    """Run a schema-creating ``operation``, repeating it when another process created the same table.
+
+    Two processes opening a fresh database at once both issue ``CREATE TABLE``; the loser
+    gets "table … already exists" (SQLite) or a unique violation on ``pg_type``
+    (PostgreSQL). The tables are then there, so doing it again succeeds.
+    """
+    for attempt in range(attempts):
+        try:
+            return retrying(operation)
+        except Exception as exc:  # noqa: BLE001 - only creation races are repeated
+            cause = exc.__cause__ or exc
+            if attempt == attempts - 1 or not (_is_creation_race(exc) or _is_creation_race(cause)):
+                raise
+            time.sleep(0.05 * (1 + random.random()))
     raise AssertionError("unreachable")

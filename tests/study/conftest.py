@@ -67,3 +67,39 @@ class FakeFactory:
 @pytest.fixture
 def fake_factory() -> FakeFactory:
     return FakeFactory()
+
+
+# ---- the storage conformance suite: every crash and concurrency test on each backend ----
+
+POSTGRES_ENV = "DSE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A fresh, empty database on each backend (PostgreSQL: skipped unless ``DSE_TEST_POSTGRES_URL`` is set).
+
+    ``.ci/run`` starts a PostgreSQL server and sets the variable; each test gets a database
+    of its own on it, dropped afterwards.
+    """
+    import os
+    import uuid
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'study.db'}"
+        return
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        pytest.skip(f"no PostgreSQL server: set {POSTGRES_ENV} (.ci/run does)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"dse_t_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

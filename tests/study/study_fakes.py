@@ -7,7 +7,9 @@ records (``BaselineRecord``, ``TrialRecord``), so everything downstream is the r
 
 Module-level so spawned worker processes can import it (``evaluator_factory`` must be
 picklable). ``STUDY_FAKE_SLEEP`` makes every evaluation sleep that many seconds, for the
-test that kills a worker mid-trial; ``STUDY_FAKE_BARRIER`` lines up parallel workers.
+test that kills a worker mid-trial; ``STUDY_FAKE_BARRIER`` lines up parallel workers;
+``STUDY_FAKE_LOG`` names a file that gets one line (the γ hash) per evaluation, from
+every process, so tests can prove that no γ was measured twice.
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ class FakeEvaluator:
         self.evaluations += 1
         spec = self.loaded.spec
         CALLS.append(gamma.describe(spec))
+        log = os.environ.get("STUDY_FAKE_LOG")
+        if log:
+            with open(log, "a", encoding="utf-8") as handle:  # one short append: atomic across processes
+                handle.write(f"{gamma.hash(spec)}\n")
         if self.interrupt_on is not None and self.evaluations == self.interrupt_on:
             raise KeyboardInterrupt
         if self.evaluations == 1:

@@ -154,16 +154,18 @@ def test_keyboard_interrupt_fails_one_trial_and_resume_loses_nothing(make_defini
         _run(definition, FakeFactory(interrupt_on=3))
     handle = load_study("tiny", storage=definition.storage)
     states = [r["state"] for r in handle.trials()]
-    assert states == ["COMPLETE", "COMPLETE", "FAIL", "WAITING"]  # its γ is queued again
-    assert handle.trials()[2]["fail_reason"] == "interrupted (Ctrl-C)"
+    # The third evaluation was interrupted (earlier trials may have come from the memo).
+    failed = states.index("FAIL")
+    assert states[:failed] == ["COMPLETE"] * failed and states[failed + 1:] == ["WAITING"]  # its γ is queued again
+    assert handle.trials()[failed]["fail_reason"] == "interrupted (Ctrl-C)"
     resumed = resume_study("tiny", storage=definition.storage, evaluator_factory=FakeFactory(),
                            progress=False, plots=False)
     rows = resumed.trials()
-    assert [r["number"] for r in rows] == list(range(6))
     assert sum(r["state"] == "COMPLETE" for r in rows) == 5
     assert sum(r["state"] == "FAIL" for r in rows) == 1
     # The interrupted γ is measured first on resume.
-    assert rows[3]["retry_of"] == 2 and rows[3]["gamma_label"] == rows[2]["gamma_label"]
+    retry = rows[failed + 1]
+    assert retry["retry_of"] == failed and retry["gamma_label"] == rows[failed]["gamma_label"]
 
 
 def test_rerunning_a_finished_study_resumes_without_loading_a_model(make_definition, fake_factory) -> None:  # type: ignore[no-untyped-def]

@@ -39,8 +39,9 @@ def test_server_urls_pass_through_unchanged() -> None:
 def test_tables_are_prefixed_and_stamped_with_the_schema_version(tables: EngineTables, tmp_path: Path) -> None:
     names = {row[0] for row in sqlite3.connect(tmp_path / "db.db").execute("select name from sqlite_master "
                                                                            "where type='table'")}
-    assert names == {"dse_schema", "dse_memo", "dse_baselines", "dse_budgets", "dse_claims"}
-    assert tables.schema_version() == SCHEMA_VERSION == 1
+    assert names == {"dse_schema", "dse_memo", "dse_baselines", "dse_studies", "dse_pools", "dse_trial_claims",
+                     "dse_gamma_claims"}
+    assert tables.schema_version() == SCHEMA_VERSION == 2
 
 
 def test_a_newer_schema_is_refused_with_the_upgrade(tables: EngineTables, tmp_path: Path) -> None:
@@ -79,25 +80,55 @@ def test_baseline_is_stored_once(tables: EngineTables) -> None:
 
 
 def test_budget_claims_are_exact_and_released_slots_return(tables: EngineTables) -> None:
-    tables.set_target("s", target=3)
-    claims = [tables.claim("s", f"w{i}") for i in range(5)]
+    budget = tables.budget
+    budget.set_total("s", 3)
+    claims = [budget.claim("s", "total", f"w{i}") for i in range(5)]
     assert [c is not None for c in claims] == [True, True, True, False, False]
-    tables.finish(claims[0])  # type: ignore[arg-type]
-    tables.release(claims[1], "rejected")  # type: ignore[arg-type]
-    assert tables.budget("s") == (3, 2)
-    assert tables.claim("s", "w5") is not None and tables.claim("s", "w6") is None
-    assert tables.set_target("s", more=2) == 5
-    assert tables.claim_counts("s") == {"done": 1, "released": 1, "running": 2}
+    assert budget.end(claims[0].id, done=True)  # type: ignore[union-attr]
+    assert budget.end(claims[1].id, done=False, note="rejected")  # type: ignore[union-attr]
+    assert not budget.end(claims[1].id, done=False)  # type: ignore[union-attr]  # settled once
+    assert budget.pool("s", "total") == (3, 2)
+    assert budget.claim("s", "total", "w5") is not None and budget.claim("s", "total", "w6") is None
+    assert budget.counts("s") == {"done": 1, "released": 1, "running": 2}
 
 
-def test_stale_claims_are_reaped_once(tables: EngineTables) -> None:
-    tables.set_target("s", target=2)
-    claim = tables.claim("s", "dead")
-    assert claim is not None
-    tables.attach(claim, 7)
-    assert tables.reap_stale("s", grace_seconds=3600) == []
-    assert tables.reap_stale("s", grace_seconds=-1) == [7]
-    assert tables.reap_stale("s", grace_seconds=-1) == []
-    assert tables.budget("s") == (2, 0)
-    assert not tables.heartbeat(claim)
-    assert "stale" in tables.claim_notes("s")[7]
+def test_each_resume_request_opens_its_own_pool(tables: EngineTables) -> None:
+    budget = tables.budget
+    budget.set_total("s", 1)
+    pools = [budget.open_pool("s", 2) for _ in range(3)]
+    assert len(set(pools)) == 3
+    taken = [budget.claim("s", pool, "w") for pool in pools for _ in range(3)]
+    assert sum(c is not None for c in taken) == 6  # 3 requests of 2: 6, whatever the order
+    assert budget.pool("s", "total") == (1, 0)
+
+
+def test_a_claim_attaches_once_and_not_after_it_was_released(tables: EngineTables) -> None:
+    budget = tables.budget
+    budget.set_total("s", 2)
+    claim = budget.claim("s", "total", "w")
+    assert claim is not None and budget.attach(claim, 7) and not budget.attach(claim, 8)
+    late = budget.claim("s", "total", "w")
+    assert late is not None and budget.end(late.id, done=False, note="stale")
+    assert not budget.attach(late, 9)
+    assert [c.trial_number for c in budget.running("s")] == [7]
+
+
+def test_a_gamma_is_measured_by_one_running_claim(tables: EngineTables) -> None:
+    budget = tables.budget
+    budget.set_total("s", 3)
+    first, second = budget.claim("s", "total", "a"), budget.claim("s", "total", "b")
+    assert first is not None and second is not None
+    assert budget.claim_gamma("k", first) and budget.claim_gamma("k", first)
+    assert not budget.claim_gamma("k", second)
+    budget.end(first.id, done=False, note="died")
+    assert budget.claim_gamma("k", second)
+
+
+def test_creation_is_decided_once(tables: EngineTables) -> None:
+    budget = tables.budget
+    assert budget.begin_creation("s", "a", stale_after=60) == "create"
+    assert budget.begin_creation("s", "b", stale_after=60) == "wait"
+    assert budget.begin_creation("s", "c", stale_after=-1) == "create"  # a dead creator is taken over
+    budget.mark_ready("s")
+    assert budget.begin_creation("s", "d", stale_after=60) == "ready"
+    assert budget.next_stream("s") != budget.next_stream("s")

@@ -1,0 +1,313 @@
+"""One worker: claim a slot, ask Optuna for γ, check it, measure it (once), tell, settle.
+
+Each loop: reconcile (fail dead workers' trials, settle their slots; :mod:`dse.study.reaper`)
+→ claim a slot of the pool (:mod:`dse.study.claims`) → ``study.ask()`` → first heartbeat →
+attach the trial to the claim → suggest γ → reject it before measuring if a rule excludes it
+→ answer it from the memo, wait for the worker already measuring it, or measure it →
+``study.tell()`` → settle the claim from the trial's state.
+
+Why our own loop and not ``study.optimize``: a rejected γ must not count as a trial of the
+budget, and the budget is shared by processes and machines (``optimize(n_trials=…)``
+counts per process). The heartbeat is Optuna's (``RDBStorage.record_heartbeat``), run here
+in a thread because Optuna starts its own only inside ``optimize``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dse.study.claims import Claim
+from dse.study.encoding import RejectedGamma, check_gamma
+from dse.study.goals import CONSTRAINT_KEY, REJECTED_CONSTRAINT, constraint_value, standin_ratios
+from dse.study.memo import MemoEntry, worker_owner
+from dse.study.progress import Progress
+from dse.study.reaper import reconcile, settle_claim
+from dse.study.samplers import make_sampler
+from dse.study.storage import retrying
+from space.errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from dse.evaluation import BaselineRecord, Evaluator
+    from dse.study.lifecycle import Prepared
+    from space.config import DecompositionConfig
+
+__all__ = ["WorkerStats", "Worker", "MAX_REJECTIONS_IN_A_ROW"]
+
+logger = logging.getLogger("dse.study")
+
+# The full encoding may propose γ after γ that the rules exclude; give up after this many.
+MAX_REJECTIONS_IN_A_ROW = 2000
+_REJECTED, _DONE, _LOST = "rejected", "done", "lost"
+STAT_FIELDS = ("evaluated", "memoized", "rejected", "early_stopped", "failed", "reaped")
+
+
+@dataclass
+class WorkerStats:
+    """What one worker (or, merged, every worker of a run) did."""
+
+    evaluated: int = 0
+    memoized: int = 0
+    rejected: int = 0
+    early_stopped: int = 0
+    failed: int = 0
+    reaped: int = 0
+    stopped_by: str = "budget"
+
+    def merge(self, other: WorkerStats) -> None:
+        """Add another worker's counts."""
+        for name in STAT_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class _Heartbeat:
+    """Optuna's heartbeat of one trial, recorded in a thread while the trial runs."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: float) -> None:
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="dse-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                retrying(lambda: self._storage.record_heartbeat(self._trial_id))
+            except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal
+                logger.debug("heartbeat failed: %s", exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _seed(base: int | None, stream: int) -> int | None:
+    """A seed of its own for each worker: the study's seed mixed with a stream drawn from the database."""
+    if base is None:
+        return None
+    import numpy as np
+
+    return int(np.random.SeedSequence([base, stream]).generate_state(1)[0])
+
+
+class Worker:
+    """Runs trials of one prepared study with one evaluator until its pool is spent."""
+
+    def __init__(self, prepared: Prepared, evaluator: Evaluator, baseline: BaselineRecord, *,
+                 progress: bool = True) -> None:
+        self.p = prepared
+        self.evaluator = evaluator
+        self.baseline = baseline
+        self.owner = worker_owner()
+        self.fingerprint = evaluator.loaded.fingerprint
+        self.settings_key = evaluator.settings.key()
+        self.stats = WorkerStats()
+        self.progress = Progress(prepared, enabled=progress)
+        definition = prepared.definition
+        self.study_id = retrying(lambda: prepared.storage.get_study_id_from_name(definition.study_name))
+        stream = prepared.tables.budget.next_stream(definition.study_name)
+        prepared.study.sampler = make_sampler(
+            definition.search.sampler, seed=_seed(definition.search.seed, stream), n_trials=definition.n_trials,
+            n_startup_trials=definition.search.n_startup_trials, multi_objective=prepared.goal.multi_objective,
+        )
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    def run(self) -> WorkerStats:
+        """Claim and run trials until the pool is spent, the timeout passes, or an error."""
+        definition, budget = self.p.definition, self.p.tables.budget
+        name = definition.study_name
+        deadline = time.monotonic() + definition.timeout if definition.timeout else math.inf
+        rejections = 0
+        self.progress.open()
+        try:
+            while True:
+                if time.monotonic() >= deadline:
+                    self.stats.stopped_by = "timeout"
+                    break
+                self.stats.reaped += reconcile(self.p.study, budget, definition.grace_seconds).failed
+                claim = budget.claim(name, self.p.pool, self.owner)
+                if claim is None:
+                    if not budget.running(name, self.p.pool):
+                        break
+                    # Others still hold slots: wait, and take over any whose worker died.
+                    self.progress.status("waiting for other workers")
+                    time.sleep(min(1.0, definition.heartbeat_interval))
+                    continue
+                outcome = self._one(claim)
+                rejections = rejections + 1 if outcome == _REJECTED else 0
+                if rejections >= MAX_REJECTIONS_IN_A_ROW:
+                    raise InvalidConfigError(
+                        f"encoding {definition.search.encoding!r} proposed {rejections} γ in a row that the "
+                        f"rules exclude; use encoding = \"gaps\", which satisfies them by construction"
+                    )
+        finally:
+            self.progress.close()
+        return self.stats
+
+    def _requeue(self, frozen: optuna.trial.FrozenTrial) -> None:
+        """Queue the γ of a trial stopped by Ctrl-C: not its fault, so the next run measures it first."""
+        params = dict(frozen.params) or dict(frozen.system_attrs.get("fixed_params", {}))
+        attrs: dict[str, Any] = {"retry_of": frozen.number}
+        if frozen.user_attrs.get("paper_seed"):
+            attrs["paper_seed"] = frozen.user_attrs["paper_seed"]
+        # Not retried: enqueue_trial spans several transactions, so a repeat after a late lock
+        # error could queue the γ twice; SQLite's busy timeout already waits for the lock.
+        self.p.study.enqueue_trial(params, user_attrs=attrs)
+
+    def _one(self, claim: Claim) -> str:
+        from optuna.trial import TrialState
+
+        budget, study, storage = self.p.tables.budget, self.p.study, self.p.storage
+        trial = None
+        trial_id = -1
+        try:
+            # Not retried: ask creates the trial row and then writes its parameters; repeating
+            # it could leave an orphan RUNNING trial (the reaper would fail it after the grace).
+            trial = study.ask()
+            trial_id = retrying(lambda: storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
+            # The first beat before attaching: a kill between the two leaves a trial Optuna finds stale.
+            retrying(lambda: storage.record_heartbeat(trial_id))
+            if not budget.attach(claim, trial.number):
+                # A lock wait longer than the grace period: the slot was released meanwhile.
+                study.tell(trial, state=TrialState.FAIL)
+                self._requeue(retrying(lambda: storage.get_trial(trial_id)))
+                return _LOST
+            with _Heartbeat(storage, trial_id, self.p.definition.heartbeat_interval):
+                outcome = self._measure(trial, claim)
+        except BaseException as exc:
+            self._failed(claim, trial, trial_id, exc)
+            raise
+        settle_claim(budget, claim.id, retrying(lambda: storage.get_trial(trial_id)))
+        self.progress.advance()
+        return outcome
+
+    def _failed(self, claim: Claim, trial: optuna.trial.Trial | None, trial_id: int, exc: BaseException) -> None:
+        """Record a trial that raised (or was interrupted) as FAIL and give its slot back."""
+        from optuna.trial import TrialState
+
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        reason = "interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
+        self.stats.failed += 1
+        try:
+            if trial is not None:
+                trial.set_user_attr("fail_reason", reason[:500])
+                self.p.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                if interrupted and trial_id >= 0:
+                    self._requeue(self.p.storage.get_trial(trial_id))
+            self.p.tables.budget.end(claim.id, done=False, note=reason)
+        except BaseException as cleanup:  # noqa: BLE001 - the original error matters more
+            logger.warning("could not record the end of trial %s: %s (the next run's reaper will)",
+                           getattr(trial, "number", "?"), cleanup)
+
+    def _memo_or_slot(self, gamma_hash: str, claim: Claim) -> MemoEntry | None:
+        """The memo's record of γ; or None once this claim may measure it.
+
+        A γ another running claim is measuring is waited for (its record lands in the memo)
+        rather than measured twice; if that claim ends without one, this one takes over.
+        """
+        tables, tau = self.p.tables, self.p.definition.tau
+        key = f"{self.fingerprint}|{self.settings_key}|{gamma_hash}"
+        next_reconcile = time.monotonic() + 1.0
+        while True:
+            entry = tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=tau)
+            if entry is not None:
+                return entry
+            if tables.budget.claim_gamma(key, claim):
+                # Checked again: the previous holder may have stored it just before its claim ended.
+                return tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=tau)
+            self.progress.status("waiting for another worker measuring the same γ")
+            time.sleep(0.2)
+            if time.monotonic() > next_reconcile:  # its worker may have died: settle its claim
+                self.stats.reaped += reconcile(self.p.study, tables.budget, self.p.definition.grace_seconds).failed
+                next_reconcile = time.monotonic() + 1.0
+
+    def _measure(self, trial: optuna.trial.Trial, claim: Claim) -> str:
+        from optuna.trial import TrialState
+
+        space, definition, goal = self.p.space, self.p.definition, self.p.goal
+        spec = space.spec
+        started = time.perf_counter()
+        try:
+            gamma: DecompositionConfig | None = self.p.encoding.suggest(trial)
+            reason = check_gamma(space, gamma)
+        except RejectedGamma as rejected:
+            gamma, reason = None, rejected.reason
+        if reason is not None:
+            self._tell_rejected(trial, gamma, reason)
+            return _REJECTED
+        assert gamma is not None
+        label = gamma.describe(spec)
+        gamma_hash = gamma.hash(spec)
+        self.progress.status(label)
+        trial.set_user_attr("gamma", gamma.canonical(spec))
+        trial.set_user_attr("gamma_hash", gamma_hash)
+        trial.set_user_attr("gamma_label", label)
+        entry = self._memo_or_slot(gamma_hash, claim)
+        if entry is not None:
+            record = entry.record
+            trial.set_user_attr("memo_study", entry.study_name)
+            self.stats.memoized += 1
+        else:
+            tau = definition.tau if definition.evaluation.chunk_size is not None else None
+            measured = self.evaluator.evaluate(gamma, self.baseline, tau=tau)
+            record = measured.model_dump(mode="json")
+            self.p.tables.memo_put(self.fingerprint, self.settings_key, record, tau=definition.tau,
+                                   study_name=definition.study_name)
+            self.stats.evaluated += 1
+        if record.get("early_stopped"):
+            self.stats.early_stopped += 1
+        values, standins = goal.values(record)
+        constraint = constraint_value(float(record["accuracy_drop_pp"]), definition.tau)
+        trial.set_constraint(CONSTRAINT_KEY, constraint)
+        for key, value in record.items():
+            if key not in ("gamma", "gamma_hash", "gamma_label"):
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("memoized", entry is not None)
+        trial.set_user_attr("rejected", False)
+        trial.set_user_attr("feasible", constraint <= 0)
+        trial.set_user_attr("tau", definition.tau)
+        if standins:
+            trial.set_user_attr("standins", standins)
+        trial.set_user_attr("worker", self.owner)
+        trial.set_user_attr("trial_seconds", time.perf_counter() - started)
+        # skip_if_finished: a stalled worker whose trial was meanwhile failed as stale (and its
+        # γ queued again) must not crash on telling a finished trial; its record is memoized.
+        retrying(lambda: self.p.study.tell(trial, values, state=TrialState.COMPLETE, skip_if_finished=True))
+        return _DONE
+
+    def _tell_rejected(self, trial: optuna.trial.Trial, gamma: DecompositionConfig | None, reason: str) -> None:
+        """A γ the rules exclude: kept as COMPLETE and infeasible (the sampler learns), not measured."""
+        from optuna.trial import TrialState
+
+        from space.metrics import parameter_report
+
+        spec = self.p.space.spec
+        reduction = 0.0
+        if gamma is not None:
+            try:
+                reduction = parameter_report(spec, gamma).param_reduction_pct
+                trial.set_user_attr("gamma", gamma.canonical(spec))
+                trial.set_user_attr("gamma_hash", gamma.hash(spec))
+                trial.set_user_attr("gamma_label", gamma.describe(spec))
+            except InvalidConfigError:
+                pass
+        estimates = standin_ratios(reduction) | {"param_reduction_pct": reduction, "accuracy_drop_pp": 100.0}
+        values = [estimates[m] for m in self.p.goal.metrics]
+        trial.set_constraint(CONSTRAINT_KEY, REJECTED_CONSTRAINT)
+        trial.set_user_attr("rejected", True)
+        trial.set_user_attr("reject_reason", reason)
+        trial.set_user_attr("memoized", False)
+        trial.set_user_attr("feasible", False)
+        trial.set_user_attr("param_reduction_pct", reduction)
+        retrying(lambda: self.p.study.tell(trial, values, state=TrialState.COMPLETE, skip_if_finished=True))
+        self.stats.rejected += 1
