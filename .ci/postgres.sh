@@ -6,8 +6,10 @@
 set -euo pipefail
 data_dir=${1:-/tmp/dse-ci-postgres}
 port=${2:-55432}
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; } >&2
+  { $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y postgresql; } >&2
 fi
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 run_as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -27,7 +29,8 @@ if ! run_as_postgres "$bin/pg_ctl" -D "$data_dir" status >/dev/null 2>&1; then
 fi
 export PGPASSWORD=$password
 psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname='dse'" | grep -q 1 \
-  || psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE ROLE dse LOGIN CREATEDB PASSWORD '$password'" >&2
+  || echo "CREATE ROLE dse LOGIN CREATEDB PASSWORD '$password'" | psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -q >&2
 psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='dse_test'" | grep -q 1 \
   || psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE dse_test OWNER dse" >&2
 echo "export DSE_TEST_POSTGRES_URL=postgresql://dse:$password@127.0.0.1:$port/dse_test"
+echo "export DSE_TEST_POSTGRES_STOP='$bin/pg_ctl -D $data_dir -m fast stop'"

@@ -372,6 +372,33 @@ class FactorCache:
             raise StorageError(f"factor cache directory {self.root} is a file, not a directory; "
                                f"pass --cache-dir (or set DSE_CACHE_DIR) to a directory")
 
+    def check_writable(self) -> None:
+        """Fail now, in one line, if the cache directory cannot be created or written.
+
+        Called before a model loads, so a wrong ``--cache-dir`` costs no load time. Writes
+        nothing that stays (a temporary file in the nearest existing directory).
+
+        Raises:
+            StorageError: the directory (or its nearest existing parent) is a file, or is
+                not writable.
+        """
+        import tempfile
+
+        self._check_root()
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise StorageError(f"cannot create the factor cache directory {self.root}: {existing} is a file; "
+                               f"pass --cache-dir (or set DSE_CACHE_DIR) to a writable directory")
+        try:
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".dse-write-test-"):
+                pass
+        except OSError as exc:
+            raise StorageError(f"factor cache directory {self.root} is not writable ({exc.strerror or exc} in "
+                               f"{existing}); pass --cache-dir (or set DSE_CACHE_DIR) to a writable directory"
+                               ) from None
+
     def _connect(self, *, create: bool, repair: bool) -> sqlite3.Connection | None:
         """The index connection (reopened after a fork); None if there is no index yet."""
         if self._conn is not None and self._conn_pid == os.getpid():
@@ -386,6 +413,19 @@ class FactorCache:
                                f"{exc.strerror or exc}; pass --cache-dir (or set DSE_CACHE_DIR) "
                                f"to a writable directory") from None
         try:
+            conn = self._open_index()
+        except sqlite3.OperationalError as exc:
+            # Permissions, a full disk or a read-only mount: the index is fine, leave it alone.
+            if not _is_corruption(exc):
+                raise StorageError(f"cannot open the factor cache index {self.index_path}: {exc}; pass "
+                                   f"--cache-dir (or set DSE_CACHE_DIR) to a writable directory") from None
+            if not repair:
+                raise StorageError(
+                    f"factor cache index {self.index_path} is unreadable ({exc}); "
+                    f"run `dse cache clear --cache-dir {self.root.parent}`"
+                ) from None
+            logger.warning("factor cache index %s is unreadable (%s); starting a new one", self.index_path, exc)
+            self._remove_all_files()
             conn = self._open_index()
         except sqlite3.DatabaseError as exc:
             if not repair:
@@ -659,6 +699,12 @@ class FactorCache:
                 folder.rmdir()
             except OSError:
                 pass  # not ours, or not empty: leave it
+
+
+def _is_corruption(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite says the index file itself is damaged (not merely inaccessible)."""
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -68,9 +68,11 @@ def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
 
 def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = True) -> Evaluator:
     """Load the definition's model and wrap it in an :class:`~dse.evaluation.Evaluator`."""
+    from dse.cache import FactorCache
     from dse.evaluation import Evaluator
     from dse.models import load_model
 
+    FactorCache().check_writable()  # before the model loads: a bad cache dir costs one line, not a load
     loaded = load_model(definition.model, device=definition.device, dtype=definition.dtype)
     return Evaluator(loaded, measurement_settings(definition), progress=progress)
 

@@ -266,16 +266,21 @@ def retrying(operation: Callable[[], T], *, attempts: int = 20, base_delay: floa
 
 
 def _is_creation_race(exc: BaseException) -> bool:
+    from sqlalchemy.exc import IntegrityError
+
     text = str(exc).lower()
-    return "already exists" in text or "duplicate key" in text or "uniqueviolation" in text
+    # IntegrityError: both stamped the schema version (Optuna's alembic_version, version_info).
+    return isinstance(exc, IntegrityError) or "already exists" in text or "duplicate key" in text \
+        or "uniqueviolation" in text or "unique constraint" in text
 
 
 def creating(operation: Callable[[], T], *, attempts: int = 10) -> T:
     """Run a schema-creating ``operation``, repeating it when another process created the same table.
 
-    Two processes opening a fresh database at once both issue ``CREATE TABLE``; the loser
-    gets "table … already exists" (SQLite) or a unique violation on ``pg_type``
-    (PostgreSQL). The tables are then there, so doing it again succeeds.
+    Two processes opening a fresh database at once both issue ``CREATE TABLE`` and stamp
+    the schema version; the loser gets "table … already exists" (SQLite), a unique
+    violation on ``pg_type`` (PostgreSQL) or on the version row. The tables are then there,
+    so doing it again succeeds.
     """
     for attempt in range(attempts):
         try:

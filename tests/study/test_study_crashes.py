@@ -1,7 +1,8 @@
 """Fault injection: a run killed (SIGKILL) at each step of a trial's life, then resumed.
 
-Each kill is placed by patching a named point in a subprocess, not by timing: the patched
-function kills its own process the n-th time it is reached. After the resume the study
+Each kill is placed by patching a named point in a child process (forked, see
+``forked.py``), not by timing: the patched function kills its own process the n-th time
+it is reached. After the resume the study
 must hold exactly ``n_trials`` measured trials, none RUNNING, and no γ measured twice
 (the fake evaluator logs every evaluation of every process). Runs on SQLite and, when
 ``DSE_TEST_POSTGRES_URL`` is set, on PostgreSQL (see ``backend_url`` in conftest).
@@ -9,71 +10,53 @@ must hold exactly ``n_trials`` measured trials, none RUNNING, and no γ measured
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import importlib
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import TINY_RULES, FakeFactory
+from forked import fork, kill_at
+from study_fakes import fake_factory
 
-from dse.study.api import load_study, resume_study
+from dse.study.api import load_study, resume_study, run_study
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+
+def _complete(*args: Any, **kwargs: Any) -> bool:
+    state = kwargs.get("state")
+    return state is None or state.name == "COMPLETE"
+
 
 # Each point: the attribute patched, whether the kill comes before or after the original
-# call, and on which call (counted in the killed process) it fires.
-POINTS: dict[str, tuple[str, str, int]] = {
-    "before_ask": ("optuna.study.Study.ask", "before", 2),
-    "after_ask": ("optuna.study.Study.ask", "after", 2),
-    "after_memo_write": ("dse.study.memo.EngineTables.memo_put", "after", 2),
-    "after_tell": ("optuna.study.Study.tell", "after", 2),
-    "during_baseline": ("study_fakes.FakeEvaluator.baseline", "before", 1),
+# call, on which call (counted in the killed process) it fires, and which calls count.
+POINTS: dict[str, tuple[str, str, int, Any]] = {
+    "before_ask": ("optuna.study.Study.ask", "before", 2, None),
+    "after_ask": ("optuna.study.Study.ask", "after", 2, None),
+    "after_memo_write": ("dse.study.memo.EngineTables.memo_put", "after", 2, None),
+    "after_tell": ("optuna.study.Study.tell", "after", 2, _complete),
+    "during_baseline": ("study_fakes.FakeEvaluator.baseline", "before", 1, None),
     # Inside the reaper: the stale trial is FAIL but its γ not yet queued again nor its slot settled.
-    "inside_reaper": ("optuna.storages.RetryHeartbeatStaleTrialCallback.__call__", "before", 1),
+    "inside_reaper": ("optuna.storages.RetryHeartbeatStaleTrialCallback.__call__", "before", 1, None),
 }
 
-_CHILD = """
-import importlib, os, signal, sys
-sys.path.insert(0, {here!r})
-import study_fakes
-from dse.study import run_study, resume_study
-from dse.study.definition import StudyDefinition
 
-path, when, nth = {point!r}
-module_name, cls_name, attr = path.rsplit(".", 2)
-cls = getattr(importlib.import_module(module_name), cls_name)
-original = getattr(cls, attr)
-calls = [0]
+def _killed_run(definition: Any, point: tuple[str, str, int, Any], *, resume: bool = False) -> None:
+    """Run (or resume) the study in a forked process patched to SIGKILL itself at ``point``."""
+    path, when, nth, only = point
 
-def patched(*args, **kwargs):
-    if path.endswith("tell") and kwargs.get("state") is not None and kwargs["state"].name != "COMPLETE":
-        return original(*args, **kwargs)
-    calls[0] += 1
-    if when == "before" and calls[0] == nth:
-        os.kill(os.getpid(), signal.SIGKILL)
-    result = original(*args, **kwargs)
-    if when == "after" and calls[0] == nth:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return result
+    def body() -> None:
+        module_name, cls_name, attr = path.rsplit(".", 2)
+        kill_at(getattr(importlib.import_module(module_name), cls_name), attr, when=when, nth=nth, only=only)
+        if resume:
+            resume_study(definition.study_name, storage=definition.storage, evaluator_factory=fake_factory,
+                         progress=False, plots=False)
+        else:
+            run_study(definition, evaluator_factory=fake_factory, progress=False, plots=False)
 
-setattr(cls, attr, patched)
-definition = StudyDefinition.model_validate_json({definition!r})
-if {resume!r}:
-    resume_study(definition.study_name, storage=definition.storage, evaluator_factory=study_fakes.fake_factory,
-                 progress=False, plots=False)
-else:
-    run_study(definition, evaluator_factory=study_fakes.fake_factory, progress=False, plots=False)
-"""
-
-
-def _killed_run(definition: Any, point: tuple[str, str, int], env: dict[str, str], *, resume: bool = False) -> None:
-    script = _CHILD.format(here=str(HERE), point=point, definition=definition.model_dump_json(), resume=resume)
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == -9, f"the kill point was not reached (exit {done.returncode}): {done.stderr[-2000:]}"
+    status, result = fork(body).wait()
+    assert status == -signal.SIGKILL, f"the kill point was not reached (exit {status}): {result}"
 
 
 def check_exact(storage: str, n_trials: int, log: Path) -> list[dict[str, Any]]:
@@ -97,13 +80,12 @@ def test_a_kill_at_any_step_leaves_exactly_n_trials_after_resume(
     log = tmp_path / "evaluations.log"
     monkeypatch.setenv("STUDY_FAKE_LOG", str(log))
     definition = make_definition(storage=backend_url, n_trials=4, rules=dict(TINY_RULES, **{"skip-early": 0}))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), STUDY_FAKE_LOG=str(log))
     if point == "inside_reaper":
         # A first kill leaves a RUNNING trial; the resume that reaps it is killed inside the reaper.
-        _killed_run(definition, POINTS["after_memo_write"], env)
-        _killed_run(definition, POINTS[point], env, resume=True)
+        _killed_run(definition, POINTS["after_memo_write"])
+        _killed_run(definition, POINTS[point], resume=True)
     else:
-        _killed_run(definition, POINTS[point], env)
+        _killed_run(definition, POINTS[point])
     handle = resume_study("tiny", storage=backend_url, evaluator_factory=FakeFactory(), progress=False, plots=False)
     rows = check_exact(backend_url, 4, log)
     if point == "after_memo_write":
