@@ -49,8 +49,6 @@ from space.spec import ModelSpec
 if TYPE_CHECKING:
     import optuna
 
-    from dse.study.definition import StudyDefinition
-
 __all__ = [
     "RejectedGamma",
     "Param",
@@ -128,8 +126,23 @@ def _max_layers_with_gap(layers: Sequence[int], gap: int) -> int:
     return count
 
 
-def build_search_space(spec: ModelSpec, definition: StudyDefinition) -> SearchSpace:
-    """Apply the definition's rules and bounds to ``spec``.
+def build_search_space(
+    spec: ModelSpec,
+    rules: RuleSet | Mapping[str, int | None],
+    *,
+    min_layers: int = 1,
+    max_layers: int | None = None,
+    max_rank: int | None = None,
+) -> SearchSpace:
+    """Apply the rules and a study's bounds (its ``search`` section) to ``spec``.
+
+    Args:
+        spec: the model's architecture.
+        rules: the switched-on rules (a study definition's ``rules``).
+        min_layers: the fewest layers a γ decomposes (``search.min_layers``).
+        max_layers: the most (``search.max_layers``; None: as many as the rules allow).
+        max_rank: the largest rank searched (``search.max_rank``; None: the largest that
+            still compresses, or the rank-one rule's value).
 
     Raises:
         InvalidConfigError: the rules (or the layer bounds) leave nothing to search; the
@@ -137,16 +150,16 @@ def build_search_space(spec: ModelSpec, definition: StudyDefinition) -> SearchSp
     """
     from space.metrics import max_compressing_rank
 
-    rules = RuleSet(rules=dict(definition.rules))
+    if not isinstance(rules, RuleSet):
+        rules = RuleSet(rules=dict(rules))
     smallest = min(t.rank for t in spec.tensors)
-    search = definition.search
-    if search.max_rank is not None:
-        if search.max_rank > smallest:
+    if max_rank is not None:
+        if max_rank > smallest:
             raise InvalidConfigError(
-                f"search.max_rank {search.max_rank} is above the smallest tensor rank of {spec.name} "
+                f"search.max_rank {max_rank} is above the smallest tensor rank of {spec.name} "
                 f"({smallest}); allowed 1..{smallest}"
             )
-        rank_bound = search.max_rank
+        rank_bound = max_rank
     else:
         compressing = min(max_compressing_rank(t.out_features, t.in_features) for t in spec.tensors)
         fixed_rank = rules.value("rank-one") if rules.is_on("rank-one") else None
@@ -157,16 +170,16 @@ def build_search_space(spec: ModelSpec, definition: StudyDefinition) -> SearchSp
     tensor_sets = tuple(allowed_tensor_sets(spec, rules))
     ranks = tuple(allowed_ranks(spec, rules, rank=rank_bound))
     most = _max_layers_with_gap(layers, gap)
-    max_layers = min(most, search.max_layers) if search.max_layers is not None else most
-    if search.min_layers > most:
+    max_layers = min(most, max_layers) if max_layers is not None else most
+    if min_layers > most:
         spacing = ("skip-early", "skip-late", "min-distance")
         labels = [label for label in rules.labels() if label.split("=")[0] in spacing]
         raise InvalidConfigError(
-            f"search.min_layers = {search.min_layers} cannot be met: "
+            f"search.min_layers = {min_layers} cannot be met: "
             f"{' with '.join(labels) or 'the model'} leave at most {most} decomposable layer(s) in {spec.name}"
         )
     return SearchSpace(spec=spec, rules=rules, layers=layers, min_gap=gap, tensor_sets=tensor_sets,
-                       ranks=ranks, min_layers=search.min_layers, max_layers=max_layers)
+                       ranks=ranks, min_layers=min_layers, max_layers=max_layers)
 
 
 def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
