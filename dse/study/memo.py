@@ -21,7 +21,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from dse.study.storage import StorageTarget, creating, engine_kwargs, retrying
 from space.errors import StorageError
+
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -51,6 +52,8 @@ class _Base(DeclarativeBase):
 
 
 class SchemaModel(_Base):
+    """The schema version of the ``dse_*`` tables, written once."""
+
     __tablename__ = "dse_schema"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -60,6 +63,8 @@ class SchemaModel(_Base):
 
 
 class MemoModel(_Base):
+    """A measured γ under (fingerprint, settings key): answers the same γ in any study."""
+
     __tablename__ = "dse_memo"
 
     fingerprint: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -75,6 +80,8 @@ class MemoModel(_Base):
 
 
 class BaselineModel(_Base):
+    """The baseline record of a model under one settings key."""
+
     __tablename__ = "dse_baselines"
 
     fingerprint: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -85,6 +92,8 @@ class BaselineModel(_Base):
 
 @dataclass(frozen=True)
 class MemoEntry:
+    """A memo answer: the stored record and where and how it was measured."""
+
     record: dict[str, Any]
     study_name: str
     early_stopped: bool
@@ -204,11 +213,9 @@ class EngineTables:
                 row.early_stopped, row.tau, row.record = early, (tau if early else None), payload
                 row.study_name, row.created_at = study_name, time.time()
 
-        try:
+        # Another worker may store the same γ at the same moment; theirs is as good.
+        with suppress(IntegrityError):
             self.transaction(work)
-        except IntegrityError:
-            # Another worker stored the same γ at the same moment; theirs is as good.
-            pass
 
     def memo_count(self, fingerprint: str | None = None) -> int:
         from sqlalchemy import func
@@ -236,7 +243,5 @@ class EngineTables:
                 session.add(BaselineModel(fingerprint=fingerprint, settings_key=settings_key,
                                           record=json.dumps(record, default=str), created_at=time.time()))
 
-        try:
+        with suppress(IntegrityError):
             self.transaction(work)
-        except IntegrityError:
-            pass

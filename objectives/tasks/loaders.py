@@ -12,6 +12,9 @@ templates verbatim.
 
 Documents keep the order of the file, so ``limit=n`` always means the first n.
 
+The module is long (one short reader per benchmark, and the helpers its YAMLs name) but
+one thing: lm-eval finds every reader and helper by this module's path in the YAMLs.
+
 Where a file differs from the dataset lm-eval reads (see ``../shared/data/SOURCES.md``):
 
 - HellaSwag: the file stores ``activity_label + ": " + ctx`` per item, with the bracket
@@ -405,8 +408,8 @@ def winogrande_doc_to_text(doc: dict[str, Any]) -> int:
 
 def winogrande_doc_to_target(doc: dict[str, Any]) -> str:
     """The continuation scored under each context: the sentence after the blank."""
-    idx = doc["sentence"].index("_") + 1
-    return doc["sentence"][idx:].strip()
+    sentence: str = doc["sentence"]
+    return sentence[sentence.index("_") + 1:].strip()
 
 
 def winogrande_doc_to_choice(doc: dict[str, Any]) -> list[str]:
