@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from dse.study.definition import StudyDefinition, load_definition
 from dse.study.goals import GOALS, Goal
-from dse.study.memo import EngineTables
-from dse.study.queries import best_row, counts, export_text, pareto_rows, trial_rows
 from dse.study.lifecycle import (
     BASELINE_ATTR,
     SEEDS_ATTR,
@@ -26,9 +24,11 @@ from dse.study.lifecycle import (
     prepare,
     study_names,
 )
+from dse.study.memo import EngineTables
 from dse.study.processes import run_workers
-from dse.study.worker import WorkerStats
+from dse.study.queries import best_row, counts, export_text, pareto_rows, trial_rows
 from dse.study.storage import StorageTarget, check_storage, open_optuna_storage
+from dse.study.worker import WorkerStats
 from space.errors import InvalidConfigError
 
 if TYPE_CHECKING:

@@ -38,16 +38,32 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Boolean, Float, Integer, String, func, select, update
+from sqlalchemy import Boolean, Engine, Float, Integer, String, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 __all__ = ["TOTAL_POOL", "Claim", "Budget", "ClaimRow", "new_pool_name"]
 
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult, Update
+
 TOTAL_POOL = "total"
 T = TypeVar("T")
+
+
+class Transactional(Protocol):
+    """Runs one unit of work in one transaction (:meth:`dse.study.memo.EngineTables.transaction`)."""
+
+    def transaction(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction, retried on locks."""
+        ...
+
+
+def _updated(session: Session, statement: Update) -> int:
+    """The number of rows an UPDATE changed (``Session.execute`` is typed as a plain ``Result``)."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount
 
 
 class _Base(DeclarativeBase):
@@ -120,13 +136,12 @@ def new_pool_name() -> str:
 class Budget:
     """The budget tables of one database (an SQLAlchemy engine owned by the caller)."""
 
-    def __init__(self, engine: object, transaction: Callable[[Callable[[Session], T]], T], *,
-                 create: bool = True) -> None:
+    def __init__(self, engine: Engine, tables: Transactional, *, create: bool = True) -> None:
         from dse.study.storage import creating
 
-        self._transaction = transaction
+        self._transaction = tables.transaction
         if create:
-            creating(lambda: _Base.metadata.create_all(engine))  # type: ignore[arg-type]
+            creating(lambda: _Base.metadata.create_all(engine))
 
     # ---- the study row: creation lock and sampler streams --------------------------------
 
@@ -152,11 +167,10 @@ class Budget:
             if row is None or row.ready:
                 return "ready"
             if row.started_at < now - stale_after:
-                taken = session.execute(
+                taken = _updated(session,
                     update(StudyRowModel).where(StudyRowModel.study_name == study_name,
                                                 StudyRowModel.owner == row.owner, StudyRowModel.ready.is_(False))
-                    .values(owner=owner, started_at=now)
-                ).rowcount
+                    .values(owner=owner, started_at=now))
                 return "create" if taken == 1 else "wait"
             return "wait"
 
@@ -176,8 +190,9 @@ class Budget:
         from sqlalchemy import delete
 
         def work(session: Session) -> None:
-            if session.execute(delete(StudyRowModel).where(
-                    StudyRowModel.study_name == study_name, StudyRowModel.ready.is_(True))).rowcount:
+            gone = cast("CursorResult[Any]", session.execute(delete(StudyRowModel).where(
+                StudyRowModel.study_name == study_name, StudyRowModel.ready.is_(True))))
+            if gone.rowcount:
                 session.execute(delete(PoolModel).where(PoolModel.study_name == study_name))
                 session.execute(delete(ClaimModel).where(ClaimModel.study_name == study_name))
 
@@ -219,6 +234,8 @@ class Budget:
         larger ``n_trials`` tops the study up to that many (created on first use).
 
         Args:
+            study_name: the study.
+            n_trials: measured trials the study should have in all.
             done_before: trial numbers completed before these tables existed; created as
                 done claims with the pool, so they count.
         """
@@ -246,7 +263,10 @@ class Budget:
     def open_pool(self, study_name: str, n_trials: int) -> str:
         """A new pool of ``n_trials`` for one ``resume --n-trials`` request."""
         pool = new_pool_name()
-        self._transaction(lambda s: s.add(PoolModel(study_name=study_name, pool=pool, target=n_trials, claimed=0)))
+        def work(session: Session) -> None:
+            session.add(PoolModel(study_name=study_name, pool=pool, target=n_trials, claimed=0))
+
+        self._transaction(work)
         return pool
 
     def pool(self, study_name: str, pool: str) -> tuple[int, int]:
@@ -264,11 +284,9 @@ class Budget:
         """Take one slot of ``pool`` atomically; None when it is spent."""
 
         def work(session: Session) -> Claim | None:
-            taken = session.execute(
-                update(PoolModel)
-                .where(PoolModel.study_name == study_name, PoolModel.pool == pool, PoolModel.claimed < PoolModel.target)
-                .values(claimed=PoolModel.claimed + 1)
-            ).rowcount
+            taken = _updated(session, update(PoolModel).where(
+                PoolModel.study_name == study_name, PoolModel.pool == pool, PoolModel.claimed < PoolModel.target,
+            ).values(claimed=PoolModel.claimed + 1))
             if taken != 1:
                 return None
             row = ClaimModel(study_name=study_name, pool=pool, owner=owner, state="running", claimed_at=time.time())
@@ -280,11 +298,9 @@ class Budget:
 
     def attach(self, claim: Claim, trial_number: int) -> bool:
         """Link the claim to its trial; False when the claim was meanwhile released as stale."""
-        return self._transaction(lambda s: s.execute(
-            update(ClaimModel).where(ClaimModel.id == claim.id, ClaimModel.state == "running",
-                                     ClaimModel.trial_number.is_(None))
-            .values(trial_number=trial_number)
-        ).rowcount) == 1
+        return self._transaction(lambda s: _updated(s, update(ClaimModel).where(
+            ClaimModel.id == claim.id, ClaimModel.state == "running", ClaimModel.trial_number.is_(None),
+        ).values(trial_number=trial_number))) == 1
 
     def end(self, claim_id: int, *, done: bool, note: str = "") -> bool:
         """Settle a running claim: ``done`` keeps its slot, otherwise the slot returns.
@@ -297,10 +313,9 @@ class Budget:
             row = session.get(ClaimModel, claim_id)
             if row is None:
                 return False
-            changed = session.execute(
-                update(ClaimModel).where(ClaimModel.id == claim_id, ClaimModel.state == "running")
-                .values(state=state, note=note[:512] or None)
-            ).rowcount
+            changed = _updated(session, update(ClaimModel).where(
+                ClaimModel.id == claim_id, ClaimModel.state == "running",
+            ).values(state=state, note=note[:512] or None))
             if changed != 1:
                 return False
             if not done:
@@ -344,7 +359,7 @@ class Budget:
                     ClaimModel.study_name == study_name, ClaimModel.trial_number.is_not(None),
                     ClaimModel.state == "released")
             ).all()
-            return {int(number): str(note) for number, note in rows if note}
+            return {int(number): str(note) for number, note in rows if note and number is not None}
 
         return self._transaction(work)
 
@@ -371,12 +386,10 @@ class Budget:
             if session.get(GammaClaimModel, key) is None:
                 session.add(GammaClaimModel(key=key, claim_id=claim.id))
                 return True
-            return session.execute(
-                update(GammaClaimModel)
-                .where(GammaClaimModel.key == key,
-                       (GammaClaimModel.claim_id == claim.id) | GammaClaimModel.claim_id.not_in(holders))
-                .values(claim_id=claim.id)
-            ).rowcount == 1
+            return _updated(session, update(GammaClaimModel).where(
+                GammaClaimModel.key == key,
+                (GammaClaimModel.claim_id == claim.id) | GammaClaimModel.claim_id.not_in(holders),
+            ).values(claim_id=claim.id)) == 1
 
         try:
             return self._transaction(take_over)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -166,8 +167,8 @@ def _create(storage: optuna.storages.RDBStorage, tables: EngineTables, definitio
     taken, skipped = paper_configs(encoding, limit=definition.search.paper_seeds)
     for config in taken:
         # skip_if_exists: a creator taking over from a dead one does not queue a seed twice.
-        retrying(lambda c=config: study.enqueue_trial(c.params, user_attrs={"paper_seed": c.label},
-                                                      skip_if_exists=True))
+        retrying(functools.partial(study.enqueue_trial, config.params, user_attrs={"paper_seed": config.label},
+                                   skip_if_exists=True))
     retrying(lambda: study.set_user_attr(SEEDS_ATTR, {
         "enqueued": [{"label": c.label, "gamma": c.gamma.canonical(space.spec)} for c in taken],
         "skipped": skipped,

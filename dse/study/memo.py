@@ -32,7 +32,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from dse.study.storage import StorageTarget, creating, engine_kwargs, retrying
 from space.errors import StorageError
 
-
 __all__ = [
     "SCHEMA_VERSION",
     "EngineTables",
@@ -127,7 +126,7 @@ class EngineTables:
             if create:
                 creating(lambda: _Base.metadata.create_all(self.engine))
                 retrying(self._stamp_or_check_version)
-            self.budget = Budget(self.engine, self.transaction, create=create)
+            self.budget = Budget(self.engine, self, create=create)
         except StorageError:
             raise
         except Exception as exc:

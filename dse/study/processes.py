@@ -133,20 +133,20 @@ def run_workers(prepared: Prepared, evaluator: Evaluator, baseline: BaselineReco
         stats = Worker(prepared, evaluator, baseline, progress=progress).run()
     except BaseException:
         # Ctrl-C reached the children too; give them time to fail their own trials.
-        for child, _ in children:
-            child.join(timeout=60)
-            if child.is_alive():
-                child.terminate()  # SIGTERM: it fails its trial and exits like on Ctrl-C
-                child.join()
+        for process, _ in children:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.terminate()  # SIGTERM: it fails its trial and exits like on Ctrl-C
+                process.join()
         raise
     failed = []
-    for child, receiver in children:
-        while child.is_alive() and not receiver.poll(0.5):
+    for process, receiver in children:
+        while process.is_alive() and not receiver.poll(0.5):
             pass
         _receive(receiver, stats)
-        child.join()
-        if child.exitcode not in (0, None):
-            failed.append(child)
+        process.join()
+        if process.exitcode not in (0, None):
+            failed.append(process)
     if failed:
         codes = ", ".join(f"{c.name} exit {c.exitcode}" for c in failed)
         raise DseError(f"{len(failed)} worker process(es) failed ({codes}); their errors are printed above")

@@ -20,6 +20,7 @@ that the next reconcile does not finish.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ def _fail_orphans(study: optuna.Study, budget: Budget, grace: float,
         if trial.datetime_start is None or trial.datetime_start > cutoff:
             continue
         try:
-            retrying(lambda t=trial: study.tell(t.number, state=TrialState.FAIL))
+            retrying(functools.partial(study.tell, trial.number, state=TrialState.FAIL))
         except (ValueError, RuntimeError):
             continue  # finished meanwhile (another reaper or its late worker)
         logger.warning("trial %d lost its worker before its first heartbeat: marked FAIL, queued again",

@@ -200,8 +200,10 @@ def open_optuna_storage(target: StorageTarget, *, create: bool = True, heartbeat
         target: the checked storage URL and its backend.
         create: create Optuna's tables when missing (``run``). Read-only callers pass
             False: a database without them holds no study and is left as it is.
-        heartbeat_interval, grace_period: seconds; given by workers, which then use
-            Optuna's heartbeat and stale-trial retry (see :mod:`dse.study.reaper`).
+        heartbeat_interval: seconds between a running trial's heartbeats; given by
+            workers, which then use Optuna's heartbeat and stale-trial retry
+            (see :mod:`dse.study.reaper`).
+        grace_period: seconds without a heartbeat before a RUNNING trial is failed.
 
     Raises:
         StorageError: the database cannot be opened, holds no studies (read-only), or its
@@ -289,7 +291,7 @@ def creating(operation: Callable[[], T], *, attempts: int = 10) -> T:
     for attempt in range(attempts):
         try:
             return retrying(operation)
-        except Exception as exc:  # noqa: BLE001 - only creation races are repeated
+        except Exception as exc:
             cause = exc.__cause__ or exc
             if attempt == attempts - 1 or not (_is_creation_race(exc) or _is_creation_race(cause)):
                 raise

@@ -237,9 +237,10 @@ class Worker:
         space, definition, goal = self.p.space, self.p.definition, self.p.goal
         spec = space.spec
         started = time.perf_counter()
+        gamma: DecompositionConfig | None
         try:
-            gamma: DecompositionConfig | None = self.p.encoding.suggest(trial)
-            reason = check_gamma(space, gamma)
+            gamma = suggested = self.p.encoding.suggest(trial)
+            reason = check_gamma(space, suggested)
         except RejectedGamma as rejected:
             gamma, reason = None, rejected.reason
         if reason is not None:

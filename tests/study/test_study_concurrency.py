@@ -18,6 +18,7 @@ from study_fakes import fake_factory
 from test_study_crashes import check_exact
 
 from dse.study.api import load_study, resume_study, run_study
+
 # skip-early 0: the 15 non-empty sets of tiny-llama's 4 layers.
 ALL_LAYERS = dict(TINY_RULES, **{"skip-early": 0})
 
