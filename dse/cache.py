@@ -370,8 +370,12 @@ class FactorCache:
         return self.root / INDEX_NAME
 
     def _check_root(self) -> None:
-        if self.root.exists() and not self.root.is_dir():
-            raise StorageError(f"factor cache directory {self.root} is a file, not a directory; "
+        # The nearest existing ancestor: `--cache-dir FILE` puts the root at FILE/factors.
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing.exists() and not existing.is_dir():
+            raise StorageError(f"factor cache directory {self.root}: {existing} is a file, not a directory; "
                                f"pass --cache-dir (or set DSE_CACHE_DIR) to a directory")
 
     def check_writable(self) -> None:
@@ -390,9 +394,6 @@ class FactorCache:
         existing = self.root
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
-        if not existing.is_dir():
-            raise StorageError(f"cannot create the factor cache directory {self.root}: {existing} is a file; "
-                               f"pass --cache-dir (or set DSE_CACHE_DIR) to a writable directory")
         try:
             with tempfile.NamedTemporaryFile(dir=existing, prefix=".dse-write-test-"):
                 pass

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from dse.study.definition import StudyDefinition, load_definition
 from dse.study.goals import GOALS, Goal
 from dse.study.lifecycle import (
@@ -29,7 +31,7 @@ from dse.study.processes import run_workers
 from dse.study.queries import best_row, counts, export_text, pareto_rows, trial_rows
 from dse.study.storage import StorageTarget, check_storage, open_optuna_storage
 from dse.study.worker import WorkerStats
-from space.errors import InvalidConfigError
+from space.errors import InvalidConfigError, StorageError
 
 if TYPE_CHECKING:
     import optuna
@@ -130,12 +132,20 @@ class StudyHandle:
         }
 
 
+def _storage_fault(target: StorageTarget, exc: BaseException) -> StorageError:
+    """A database or disk failure during a run as one line (the trial is recorded FAIL or recovered later)."""
+    import errno
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in first.lower() \
+        or "no space left" in first.lower()
+    hint = ("the disk is full: free space and run `dse study resume`; stored trials are intact and the running "
+            "one is recovered" if full else "stored trials are intact; `dse study resume` continues")
+    return StorageError(f"study storage {target.display()!r} failed during the run ({first}); {hint}")
+
+
 def _claim_notes(target: StorageTarget, name: str) -> dict[int, str]:
     """Why claims ended (e.g. a stale worker), read without creating or writing anything."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from space.errors import StorageError
-
     try:
         tables = EngineTables(target, create=False)
     except StorageError:
@@ -180,6 +190,8 @@ def _execute(definition: StudyDefinition, *, force: bool, resume_only: bool, mor
             evaluator = factory(definition, progress=progress)
             baseline = ensure_baseline(prepared, evaluator)
             stats = run_workers(prepared, evaluator, baseline, factory=evaluator_factory, progress=progress)
+    except (SQLAlchemyError, OSError) as exc:
+        raise _storage_fault(prepared.target, exc) from None
     finally:
         prepared.tables.close()
     handle = StudyHandle(study=prepared.study, definition=definition, target=prepared.target,

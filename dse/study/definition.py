@@ -139,7 +139,8 @@ class StudyDefinition(BaseModel):
     model: str = "smollm2-135m"
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    tau: float = Field(default=4.0, ge=0.0, le=100.0, description="Accuracy-drop tolerance in percentage points.")
+    tau: float = Field(default=4.0, ge=0.0, le=100.0, allow_inf_nan=False,
+                       description="Accuracy-drop tolerance in percentage points.")
     objective: str = Field(default="edp", description="edp, latency, energy, params, edp-drop or reduction-drop.")
     n_trials: int = Field(default=10, ge=1, description="Measured trials the study holds when done.")
     timeout: float | None = Field(default=None, gt=0, description="Seconds a run may take before it stops asking.")
@@ -162,7 +163,7 @@ class StudyDefinition(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str | None) -> str | None:
-        if value is not None and not _NAME_RE.match(value):
+        if value is not None and not _NAME_RE.fullmatch(value):  # match() would let "name\n" through
             raise ValueError(
                 f"study name {value!r} is not allowed: use letters, digits, '.', '_' or '-' "
                 f"(at most 128, no leading punctuation)"

@@ -42,6 +42,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _parent_died(signum: int, frame: Any) -> None:
+    # Once: the kernel's death signal and the watchdog may both fire, and a second interrupt
+    # would cut short the clean-up (failing the trial, queueing its γ again).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt("the parent process died")
 
 

@@ -182,6 +182,7 @@ class Worker:
                 study.tell(trial, state=TrialState.FAIL)
                 self._requeue(retrying(lambda: storage.get_trial(trial_id)))
                 return _LOST
+            trial.set_user_attr("worker", self.owner)  # `show` says which process runs it
             with _Heartbeat(storage, trial_id, self.p.definition.heartbeat_interval):
                 outcome = self._measure(trial, claim)
         except BaseException as exc:
@@ -196,7 +197,10 @@ class Worker:
         from optuna.trial import TrialState
 
         interrupted = isinstance(exc, KeyboardInterrupt)
-        reason = "interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
+        if interrupted:  # Ctrl-C, or the parent of a spawned worker died (processes.die_with_parent)
+            reason = f"interrupted ({exc})" if str(exc) else "interrupted (Ctrl-C)"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
         self.stats.failed += 1
         try:
             if trial is not None:
@@ -279,7 +283,6 @@ class Worker:
         trial.set_user_attr("tau", definition.tau)
         if standins:
             trial.set_user_attr("standins", standins)
-        trial.set_user_attr("worker", self.owner)
         trial.set_user_attr("trial_seconds", time.perf_counter() - started)
         # skip_if_finished: a stalled worker whose trial was meanwhile failed as stale (and its
         # γ queued again) must not crash on telling a finished trial; its record is memoized.
