@@ -318,3 +318,12 @@ def plot(name: str, out_dir: Path, storage: str | None, as_json: bool) -> None:
         emit_json({"name": name, "plots": [str(p) for p in paths]})
         return
     console().print(f"Plots written to {out_dir}/: " + ", ".join(p.name for p in paths))
+
+
+def _add_dashboard() -> None:
+    from dse.cli.dashboard_cmd import dashboard
+
+    study.add_command(dashboard)
+
+
+_add_dashboard()
