@@ -47,6 +47,9 @@ def evaluate(
 ) -> None:
     """Measure MODEL decomposed by a γ against the undecomposed MODEL.
 
+    MODEL may be a directory written by `dse decompose --out` or `dse study best
+    --save-model`: its base model is measured with its γ and method.
+
     Accuracy drops are paired comparisons on the same documents, in percentage points,
     with a 95% confidence interval. Latency and energy are ratios to the baseline
     measured in this same process.
@@ -61,6 +64,9 @@ def evaluate(
         raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
     gamma = gamma_from_options(layers, tensors, rank)
     tasks = tuple(t.strip() for t in task_list.split(",") if t.strip())
+    saved = _saved_model(model, gamma, dtype)
+    if saved is not None:  # a directory from `dse decompose --out`: its base model, γ and method
+        model, gamma, method, dtype = saved.base.name, saved.config(), saved.method, saved.base.dtype
 
     from dse.baselines import BaselineStore
     from dse.evaluation import Evaluator, MeasurementSettings
@@ -80,6 +86,11 @@ def evaluate(
 
     loaded = load_model(model, device=device, dtype=dtype)
     gamma.validate_for(loaded.spec)
+    if saved is not None and loaded.fingerprint != saved.base.fingerprint:
+        from space.errors import DataError
+
+        raise DataError(f"{model} now has fingerprint {loaded.fingerprint}, but the saved model was "
+                        f"decomposed from {saved.base.fingerprint}; decompose it again")
     evaluator = Evaluator(loaded, settings, progress=not as_json)
     store = BaselineStore()
     baseline = store.get(loaded.fingerprint, settings.accuracy_key())
@@ -122,6 +133,22 @@ def evaluate(
         emit_json(result)
         return
     _print_result(result)
+
+
+def _saved_model(path: str, gamma: Any, dtype: str) -> Any:
+    """The manifest when MODEL is a saved decomposed directory (which carries its own γ)."""
+    from dse import saving
+    from space.errors import InvalidConfigError
+
+    if not saving.is_decomposed_dir(path):
+        return None
+    if not gamma.is_identity:
+        raise InvalidConfigError(f"{path!r} is a saved decomposed model and carries its own γ; "
+                                 f"drop --layers/--tensors/--rank")
+    manifest = saving.read_manifest(path)
+    if dtype != "float32" and dtype != manifest.base.dtype:
+        raise InvalidConfigError(f"{path!r} was saved in {manifest.base.dtype}; drop --dtype")
+    return manifest
 
 
 def _perplexities(loaded: Any, gamma: Any, evaluator: Any, data_dir: str | None,

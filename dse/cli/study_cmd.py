@@ -242,16 +242,38 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
 @study.command(help="The best feasible trial (accuracy drop < τ) by the study's objective.")
 @click.argument("name")
 @_storage_option
+@click.option("--save-model", "save_model", default=None, metavar="DIR",
+              help="Save that trial's decomposed model to DIR (loads with AutoModelForCausalLM + "
+                   "trust_remote_code, lm-eval's hf model, dse evaluate/generate).")
+@click.option("--trial", "trial_number", type=int, default=None, metavar="N",
+              help="With --save-model: save trial N instead of the best feasible one.")
+@click.option("--device", default="cpu", show_default=True, help="Device used to decompose for --save-model.")
 @json_option
-def best(name: str, storage: str | None, as_json: bool) -> None:
+def best(name: str, storage: str | None, save_model: str | None, trial_number: int | None, device: str,
+         as_json: bool) -> None:
     from dse.study.api import load_study
 
     handle = load_study(name, storage=storage)
-    row = handle.best()
-    if as_json:
-        emit_json(row)
+    if save_model is None:
+        if trial_number is not None:
+            from space.errors import InvalidConfigError
+
+            raise InvalidConfigError("--trial N selects the trial --save-model saves; give --save-model DIR too")
+        row = handle.best()
+        if as_json:
+            emit_json(row)
+            return
+        _print_best(handle, row)
         return
-    _print_best(handle, row)
+    from dse.export.trial import save_trial_model
+
+    row, out = save_trial_model(handle, save_model, number=trial_number, device=device)
+    if as_json:
+        emit_json(row | {"saved_model": str(out)})
+        return
+    if trial_number is None:
+        _print_best(handle, row)
+    console().print(f"trial {row['number']} ({row.get('gamma_label')}) saved to {out}")
 
 
 @study.command(help="The Pareto front over two or three recorded metrics (feasible trials unless --all).")

@@ -95,3 +95,32 @@ def test_studies_written_before_the_list_are_shown_with_it(tmp_path) -> None:  #
     assert [t["constraints"] for t in ours["trials"]] == [[-3.0], [5.0]]
     assert [t["number"] for t in ours["best_trials"]] == [0]
     assert DASHBOARD_CONSTRAINTS_ATTR not in optuna.load_study(study_name="old", storage=storage).trials[0].system_attrs
+
+
+def test_best_save_model_writes_the_best_trials_gamma(make_definition, fake_factory, storage_url, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from click.testing import CliRunner
+
+    from dse import saving
+    from dse.cli import cli
+
+    handle = _run(make_definition(n_trials=5, tau=4.0), fake_factory)
+    best = handle.best()
+    out = tmp_path / "best-model"
+    result = CliRunner().invoke(cli, ["study", "best", "tiny", "--storage", storage_url, "--save-model", str(out),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["number"] == best["number"] and payload["saved_model"] == str(out)
+    assert saving.read_manifest(out).gamma == best["gamma"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["lowrank_dse"]["gamma"] == best["gamma"]
+    from dse.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "best", "tiny", "--storage", storage_url, "--save-model", str(tmp_path / "x"), "--trial", "99"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no trial 99" in err[0]
