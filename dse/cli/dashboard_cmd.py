@@ -13,6 +13,7 @@ __all__ = ["dashboard"]
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
 def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve the dashboard until Ctrl-C; it only reads the database."""
     from wsgiref.simple_server import make_server
 
     from dse.study.dashboard import dashboard_app

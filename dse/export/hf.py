@@ -91,7 +91,7 @@ def export_hf(loaded: LoadedModel, out_dir: str | os.PathLike[str]) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         # The class's own save_pretrained: the instance's may be the refusal below.
-        type(model).save_pretrained(model, str(out))
+        type(model).save_pretrained(model, str(out))  # type: ignore[attr-defined]
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(str(out))
         config_path = out / "config.json"

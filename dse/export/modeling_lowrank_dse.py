@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
-from torch.nn import functional as F
+from torch.nn import functional as F  # noqa: N812 - torch's own convention
 
 BASE_CLASS = "LlamaForCausalLM"  # replaced by the exporter with the family's class
 BASE_CONFIG_CLASS = "LlamaConfig"  # likewise
@@ -29,7 +29,7 @@ _BaseConfig: Any = getattr(transformers, BASE_CONFIG_CLASS)
 __all__ = ["FactorizedLinear", "LowRankDseConfig", "LowRankDseForCausalLM"]
 
 
-class LowRankDseConfig(_BaseConfig):  # type: ignore[misc, valid-type]
+class LowRankDseConfig(_BaseConfig):
     """The family's config under its own model type.
 
     A model type transformers does not know makes loading without
@@ -74,7 +74,7 @@ class FactorizedLinear(nn.Module):
                 f"bias={self.bias is not None}, fold={self.core is None}")
 
 
-class LowRankDseForCausalLM(_Base):  # type: ignore[misc, valid-type]
+class LowRankDseForCausalLM(_Base):
     """The family's causal LM with the configured linear layers factorized."""
 
     config_class = LowRankDseConfig

@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dse.study.goals import CONSTRAINT_KEY
@@ -77,7 +77,7 @@ def name_objectives(study: optuna.Study, goal: Goal) -> None:
         study.set_metric_names(list(goal.metrics))
 
 
-def gamma_attrs(gamma: dict[str, Any], spec: ModelSpec, method: str | None = None) -> dict[str, Any]:
+def gamma_attrs(gamma: Mapping[str, Any], spec: ModelSpec, method: str | None = None) -> dict[str, Any]:
     """γ as short user attributes a person can read and sort in the dashboard's table.
 
     Args:
@@ -116,7 +116,7 @@ def _with_dashboard_constraints(trial: FrozenTrial) -> FrozenTrial:
     attrs = trial.system_attrs
     if DASHBOARD_CONSTRAINTS_ATTR in attrs:
         return trial
-    named = {k: v for k, v in trial.constraints.items()}
+    named = dict(trial.constraints)
     if not named:
         return trial
     trial = copy.deepcopy(trial)

@@ -40,11 +40,11 @@ def _check_loads_as_measured(out: Path, expected: list[torch.Tensor], report: An
     factorized = [n for n, m in model.named_modules() if type(m).__name__ == "FactorizedLinear"]
     assert len(factorized) == len(report.per_tensor)
     with torch.no_grad():
-        for ids, want in zip(INPUTS, expected):
+        for ids, want in zip(INPUTS, expected, strict=True):
             assert (model(input_ids=ids).logits - want).abs().max().item() <= 1e-5
     # The parameter count on disk is the decomposed one (the tied LM head is stored once).
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
-        on_disk = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+        on_disk = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 - safe_open is no dict
     assert on_disk == report.params_after < report.params_before
     config = json.loads((out / "config.json").read_text())
     assert config["lowrank_dse"]["params_after"] == report.params_after

@@ -97,7 +97,8 @@ def test_studies_written_before_the_list_are_shown_with_it(tmp_path) -> None:  #
     assert DASHBOARD_CONSTRAINTS_ATTR not in optuna.load_study(study_name="old", storage=storage).trials[0].system_attrs
 
 
-def test_best_save_model_writes_the_best_trials_gamma(make_definition, fake_factory, storage_url, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_best_save_model_writes_the_best_trials_gamma(  # type: ignore[no-untyped-def]
+        make_definition, fake_factory, storage_url, tmp_path, capsys) -> None:
     import json
 
     from click.testing import CliRunner
