@@ -148,10 +148,10 @@ def _install(
 ) -> SurgeryReport:
     """Swap in the factorized layers; on any failure (Ctrl-C included) restore the model."""
     import torch
-    from tqdm.auto import tqdm
 
     from dse.decompose import relative_error
     from dse.layers import FactorizedLinear
+    from space.progress import progress_bar as tqdm
 
     spec = loaded.spec
     model = loaded.model

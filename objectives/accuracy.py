@@ -51,6 +51,7 @@ from objectives.tasks import (
     local_task_names,
     missing_files,
 )
+from objectives.tasks.aliases import local_copy, resolve_offline
 from space.env import cache_dir, resolve_data_dir
 from space.errors import DataError, InvalidConfigError, UnknownNameError
 
@@ -259,7 +260,7 @@ class AccuracyObjective(Objective):
         data_dir: str | os.PathLike[str] | None = None,
         show_progress: bool = True,
     ) -> None:
-        names = [tasks] if isinstance(tasks, str) else list(tasks)
+        names = resolve_offline([tasks] if isinstance(tasks, str) else list(tasks))
         if not names:
             raise InvalidConfigError(f"no tasks given; local tasks: {', '.join(local_task_names())}")
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -337,7 +338,8 @@ class AccuracyObjective(Objective):
         results: dict[str, list[float]] = {plan.name: [] for plan in plans}
         longest = max(len(plan.order) for plan in plans)
         from lm_eval.evaluator import evaluate
-        from tqdm import tqdm
+
+        from space.progress import progress_bar as tqdm
 
         bar = tqdm(
             total=sum(len(plan.order) for plan in plans),
@@ -385,7 +387,10 @@ class AccuracyObjective(Objective):
                 raise
             except Exception as exc:  # lm-eval / datasets raise many kinds; re-raised as DataError
                 where = "the data directory" if is_local_task(name) else "the Hugging Face hub (offline?)"
-                raise DataError(f"task {name!r} could not be loaded from {where}: {type(exc).__name__}: {exc}") from exc
+                copy = local_copy(name)
+                hint = f"; its local copy {copy!r} needs no hub" if copy else ""
+                raise DataError(f"task {name!r} could not be loaded from {where}{hint}: "
+                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
             leaves = dict(loaded["tasks"])
             for leaf in leaves.values():
                 if leaf.get_config("num_fewshot") is None:

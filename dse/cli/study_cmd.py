@@ -198,7 +198,7 @@ def list_cmd(storage: str | None, as_json: bool) -> None:
 
     studies = list_studies(storage=storage)
     if as_json:
-        emit_json(studies)
+        emit_json({"studies": studies})
         return
     rows = []
     for s in studies:
@@ -263,7 +263,7 @@ def best(name: str, storage: str | None, save_model: str | None, trial_number: i
             raise InvalidConfigError("--trial N selects the trial --save-model saves; give --save-model DIR too")
         row = handle.best()
         if as_json:
-            emit_json(row)
+            emit_json({"name": name, "best": row})
             return
         _print_best(handle, row)
         return
@@ -271,7 +271,7 @@ def best(name: str, storage: str | None, save_model: str | None, trial_number: i
 
     row, out = save_trial_model(handle, save_model, number=trial_number, device=device)
     if as_json:
-        emit_json(row | {"saved_model": str(out)})
+        emit_json({"name": name, "best": row, "saved_model": str(out)})
         return
     if trial_number is None:
         _print_best(handle, row)
@@ -295,12 +295,12 @@ def pareto(name: str, x: str | None, y: str | None, z: str | None, include_all: 
     metrics = [x or defaults[0], y or defaults[1]] + ([z] if z else [])
     front = handle.pareto_front(*metrics, feasible_only=not include_all)
     if as_json:
-        emit_json(front)
+        emit_json({"name": name, "metrics": metrics, "feasible_only": not include_all, "trials": front})
         return
     _print_rows(f"Pareto front of {name} ({' vs '.join(metrics)}, {'all' if include_all else 'feasible'})", front)
 
 
-@study.command(help="Every trial as CSV or JSON (stdout, or --out FILE); --json alone prints the JSON list.")
+@study.command(help="Every trial as CSV or JSON (stdout, or --out FILE); --json alone prints one JSON object.")
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
@@ -312,8 +312,11 @@ def export(name: str, fmt: str, out_file: Path | None, storage: str | None, as_j
     from space.errors import StorageError
 
     handle = load_study(name, storage=storage)
-    # --json on stdout means the JSON list; with --out it means a JSON summary of the write.
-    text = handle.export(fmt if out_file is not None or not as_json else "json")
+    # --json on stdout means one JSON object with the trials; with --out a JSON summary of the write.
+    if out_file is None and as_json:
+        emit_json({"name": name, "trials": handle.trials()})
+        return
+    text = handle.export(fmt)
     if out_file is None:
         click.echo(text, nl=False)
         return

@@ -565,7 +565,7 @@ class Worker:
     def _open_bar(self) -> None:
         if not self.progress:
             return
-        from tqdm.auto import tqdm
+        from space.progress import progress_bar as tqdm
 
         target, _ = self.p.tables.budget(self.p.definition.study_name)
         done = self.p.tables.claim_counts(self.p.definition.study_name).get("done", 0)

@@ -1,0 +1,69 @@
+"""Screenshot optuna-dashboard, served by ``dse study dashboard``, on a real tiny-llama study.
+
+Runs a small study (tiny-llama, 2 tasks × 5 documents, τ = 1 pp, 8 trials) into a
+temporary database, serves it with :func:`dse.study.dashboard.dashboard_app` on
+127.0.0.1, and captures pages with headless Chromium (``apt-get install chromium``).
+
+    python benchmarks/dashboard_screenshot.py --out docs/figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import optuna
+
+from dse.study.api import run_study
+from dse.study.dashboard import dashboard_app
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--virtual-time-budget=15000",
+]
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def main() -> None:
+    """Run the study, serve it, and write the screenshots."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"))
+    parser.add_argument("--trials", type=int, default=8)
+    args = parser.parse_args()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("chromium not found: apt-get install chromium")
+    work = Path(tempfile.mkdtemp(prefix="dse-dashboard-"))
+    url = f"sqlite:///{work / 'study.db'}"
+    run_study(None, model="tiny-llama", tasks="dse_arc_easy,dse_piqa", limit=5, tau=1.0, n_trials=args.trials,
+              storage=url, name="tiny-dashboard", seed=0, progress=False, plots=False)
+    server = make_server("127.0.0.1", 0, dashboard_app(optuna.storages.RDBStorage(url)), handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    args.out.mkdir(parents=True, exist_ok=True)
+    pages = {"dashboard.png": "/dashboard/studies/1", "dashboard-trials.png": "/dashboard/studies/1/trials"}
+    try:
+        for name, page in pages.items():
+            profile = tempfile.mkdtemp(prefix="chromium-")
+            subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000",
+                            f"--screenshot={args.out / name}", f"http://127.0.0.1:{port}{page}"],
+                           check=True, capture_output=True, timeout=120)
+            shutil.rmtree(profile, ignore_errors=True)
+            print(args.out / name)
+    finally:
+        server.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
