@@ -112,6 +112,8 @@ def evaluate(
         "accuracy": record.accuracy,
         "baseline_accuracy": record.baseline_accuracy,
         "accuracy_drop_pp": record.accuracy_drop_pp,
+        "drop_ci_low_pp": record.drop_ci_low_pp,
+        "drop_ci_high_pp": record.drop_ci_high_pp,
         "drop_ci_pp": [record.drop_ci_low_pp, record.drop_ci_high_pp],
         "per_task": {name: task.model_dump() for name, task in record.per_task.items()},
         "latency_s": record.latency_s,
