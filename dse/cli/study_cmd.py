@@ -331,16 +331,19 @@ def export(name: str, fmt: str, out_file: Path | None, storage: str | None, as_j
     console().print(f"{n_trials} trials written to {out_file}")
 
 
-@study.command(help="Write the study's PNG figures (Pareto front, per-task accuracy, efficiency, history).")
+@study.command(help="Write the study's figures (Pareto front, per-task accuracy, efficiency, history).")
 @click.argument("name")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the PNG files (created).")
+              help="Directory for the figure files (created).")
+@click.option("--format", "fmt", type=click.Choice(["png", "pdf", "svg"]), default="png", show_default=True)
+@click.option("--dpi", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Resolution of PNG files.")
 @_storage_option
 @json_option
-def plot(name: str, out_dir: Path, storage: str | None, as_json: bool) -> None:
+def plot(name: str, out_dir: Path, fmt: str, dpi: int, storage: str | None, as_json: bool) -> None:
     from dse.study.api import load_study
 
-    paths = load_study(name, storage=storage).plot(out_dir)
+    paths = load_study(name, storage=storage).plot(out_dir, fmt=fmt, dpi=dpi)
     if as_json:
         emit_json({"name": name, "plots": [str(p) for p in paths]})
         return

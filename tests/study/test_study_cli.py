@@ -88,7 +88,7 @@ def test_best_pareto_show_list_plot(stored, capsys, tmp_path: Path) -> None:  # 
                         "--storage", stored.storage)
     plots = [Path(p) for p in json.loads(out)["plots"]]
     assert code == 0 and {p.name for p in plots} == {"pareto.png", "accuracy_per_task.png", "efficiency.png",
-                                                     "history.png"}
+                                                     "history.png", "optuna_history.png"}
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
 
     code, out, _ = _dse(capsys, "study", "show", "tiny", "--storage", stored.storage)
