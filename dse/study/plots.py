@@ -242,6 +242,12 @@ def write_plots(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, tau: flo
     """Write the four figures into ``out_dir`` (created) and return their paths.
 
     Args:
+        rows: the study's trial rows (``StudyHandle.trials``).
+        out_dir: where the files go.
+        tau: the accuracy-drop tolerance drawn as a line.
+        goal: the study's objective (the history's metric and direction).
+        baseline: the original model's record (per-task accuracy at 0 %).
+        title: the study's name, in every title.
         fmt: ``png``, ``pdf`` or ``svg`` (the file names' suffix follows).
         dpi: resolution of PNG files (and of raster parts of PDF/SVG).
         caption: a line printed under every figure (see :func:`caption_line`).
@@ -292,7 +298,8 @@ def optuna_figures(study: Any, goal: Goal, out_dir: str | Path, *, fmt: str = "p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = plot_optimization_history(study, target_name=goal.metrics[0])
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    assert fig is not None  # Optuna draws on a new figure
     fig.set_size_inches(6.5, 4.8)
     ax.set_title(f"{study.study_name}: optimization history (Optuna; grey = infeasible)")
     try:
