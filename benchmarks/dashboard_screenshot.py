@@ -1,6 +1,6 @@
 """Screenshot optuna-dashboard, served by ``dse study dashboard``, on a real tiny-llama study.
 
-Runs a small study (tiny-llama, 2 tasks × 5 documents, τ = 1 pp, 8 trials) into a
+Runs a small study (tiny-llama, 2 tasks × 10 documents, τ = 6 pp, 10 trials) into a
 temporary database, serves it with :func:`dse.study.dashboard.dashboard_app` on
 127.0.0.1, and captures pages with headless Chromium (``apt-get install chromium``).
 
@@ -38,24 +38,25 @@ def main() -> None:
     """Run the study, serve it, and write the screenshots."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--tau", type=float, default=6.0)
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("chromium not found: apt-get install chromium")
     work = Path(tempfile.mkdtemp(prefix="dse-dashboard-"))
     url = f"sqlite:///{work / 'study.db'}"
-    run_study(None, model="tiny-llama", tasks="dse_arc_easy,dse_piqa", limit=5, tau=1.0, n_trials=args.trials,
+    run_study(None, model="tiny-llama", tasks="dse_arc_easy,dse_piqa", limit=10, tau=args.tau, n_trials=args.trials,
               storage=url, name="tiny-dashboard", seed=0, progress=False, plots=False)
     server = make_server("127.0.0.1", 0, dashboard_app(optuna.storages.RDBStorage(url)), handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     args.out.mkdir(parents=True, exist_ok=True)
-    pages = {"dashboard.png": "/dashboard/studies/1", "dashboard-trials.png": "/dashboard/studies/1/trials"}
+    pages = {"dashboard.png": "/dashboard/studies/1", "dashboard-table.png": "/dashboard/studies/1/trial"}
     try:
         for name, page in pages.items():
             profile = tempfile.mkdtemp(prefix="chromium-")
-            subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000",
+            subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1700",
                             f"--screenshot={args.out / name}", f"http://127.0.0.1:{port}{page}"],
                            check=True, capture_output=True, timeout=120)
             shutil.rmtree(profile, ignore_errors=True)

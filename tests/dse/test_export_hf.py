@@ -121,6 +121,6 @@ def test_smollm2_export_loads_in_transformers_and_lm_eval_as_measured(smollm2: L
     gamma = DecompositionConfig(layers=(17, 29), rank=1)
     out, expected, report = _save(smollm2, gamma, tmp_path / "smol")
     _check_loads_as_measured(out, expected, report)
-    evaluated = _dse_evaluate(out, data_dir, limit=10)
-    lm_eval_acc = _lm_eval_accuracy(out, data_dir, limit=10)
+    evaluated = _dse_evaluate(out, data_dir, limit=6)
+    lm_eval_acc = _lm_eval_accuracy(out, data_dir, limit=6)
     assert lm_eval_acc == {t: pytest.approx(evaluated["per_task"][t]["accuracy"], abs=1e-12) for t in TASKS}

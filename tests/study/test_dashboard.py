@@ -113,7 +113,7 @@ def test_best_save_model_writes_the_best_trials_gamma(  # type: ignore[no-untype
                                       "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["number"] == best["number"] and payload["saved_model"] == str(out)
+    assert payload["best"]["number"] == best["number"] and payload["saved_model"] == str(out)
     assert saving.read_manifest(out).gamma == best["gamma"]
     config = json.loads((out / "config.json").read_text())
     assert config["lowrank_dse"]["gamma"] == best["gamma"]
