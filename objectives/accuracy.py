@@ -50,6 +50,7 @@ from objectives.tasks import (
     is_local_task,
     local_task_names,
     missing_files,
+    task_list,
 )
 from objectives.tasks.aliases import local_copy, resolve_offline
 from space.env import cache_dir, resolve_data_dir
@@ -260,12 +261,8 @@ class AccuracyObjective(Objective):
         data_dir: str | os.PathLike[str] | None = None,
         show_progress: bool = True,
     ) -> None:
-        names = resolve_offline([tasks] if isinstance(tasks, str) else list(tasks))
-        if not names:
-            raise InvalidConfigError(f"no tasks given; local tasks: {', '.join(local_task_names())}")
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise InvalidConfigError(f"task(s) {', '.join(duplicates)} given twice; name each task once")
+        # Offline, lm-eval's standard names run as their local copies (then checked again for twins).
+        names = task_list(resolve_offline(task_list(tasks)))
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise InvalidConfigError(f"limit must be a positive number of documents per task or None, got {limit!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

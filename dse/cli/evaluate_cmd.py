@@ -63,7 +63,9 @@ def evaluate(
     if limit < 1:
         raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
     gamma = gamma_from_options(layers, tensors, rank)
-    tasks = tuple(t.strip() for t in task_list.split(",") if t.strip())
+    from objectives.tasks import task_list as parse_tasks
+
+    tasks = parse_tasks(task_list)
     saved = _saved_model(model, gamma, dtype)
     if saved is not None:  # a directory from `dse decompose --out`: its base model, γ and method
         model, gamma, method, dtype = saved.base.name, saved.config(), saved.method, saved.base.dtype
