@@ -1,8 +1,10 @@
 """Screenshot optuna-dashboard, served by ``dse study dashboard``, on a real tiny-llama study.
 
-Runs a small study (tiny-llama, 2 tasks × 10 documents, τ = 6 pp, 10 trials) into a
-temporary database, serves it with :func:`dse.study.dashboard.dashboard_app` on
-127.0.0.1, and captures pages with headless Chromium (``apt-get install chromium``).
+Runs a small study (tiny-llama, 2 tasks × 10 documents, 10 trials) into a temporary
+database with τ set to the median drop a first probe study (τ = 100) measured, so that
+some trials are feasible and some are not (the memo answers γ the probe measured). It
+serves the database with :func:`dse.study.dashboard.dashboard_app` on 127.0.0.1 and
+captures pages with headless Chromium (``apt-get install chromium``).
 
     python benchmarks/dashboard_screenshot.py --out docs/figures
 """
@@ -39,20 +41,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--tau", type=float, default=6.0)
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("chromium not found: apt-get install chromium")
     work = Path(tempfile.mkdtemp(prefix="dse-dashboard-"))
     url = f"sqlite:///{work / 'study.db'}"
-    run_study(None, model="tiny-llama", tasks="dse_arc_easy,dse_piqa", limit=10, tau=args.tau, n_trials=args.trials,
-              storage=url, name="tiny-dashboard", seed=0, progress=False, plots=False)
+    common = {"model": "tiny-llama", "tasks": "dse_arc_easy,dse_piqa", "limit": 10, "n_trials": args.trials,
+              "storage": url, "seed": 0, "progress": False, "plots": False}
+    probe = run_study(None, tau=100.0, name="probe", **common)
+    drops = sorted(r["accuracy_drop_pp"] for r in probe.trials() if r.get("accuracy_drop_pp") is not None)
+    tau = drops[len(drops) // 2]
+    print(f"τ = {tau:g} pp (median drop of the probe)")
+    study = run_study(None, tau=tau, name="tiny-dashboard", **common)
+    study_id = optuna.storages.RDBStorage(url).get_study_id_from_name(study.name)
     server = make_server("127.0.0.1", 0, dashboard_app(optuna.storages.RDBStorage(url)), handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     args.out.mkdir(parents=True, exist_ok=True)
-    pages = {"dashboard.png": "/dashboard/studies/1", "dashboard-table.png": "/dashboard/studies/1/trial"}
+    pages = {"dashboard.png": f"/dashboard/studies/{study_id}",
+             "dashboard-table.png": f"/dashboard/studies/{study_id}/trial"}
     try:
         for name, page in pages.items():
             profile = tempfile.mkdtemp(prefix="chromium-")
