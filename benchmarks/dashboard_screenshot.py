@@ -62,7 +62,7 @@ def main() -> None:
     port = server.server_address[1]
     args.out.mkdir(parents=True, exist_ok=True)
     pages = {"dashboard.png": f"/dashboard/studies/{study_id}",
-             "dashboard-table.png": f"/dashboard/studies/{study_id}/trial"}
+             "dashboard-trials.png": f"/dashboard/studies/{study_id}/trials"}
     try:
         for name, page in pages.items():
             profile = tempfile.mkdtemp(prefix="chromium-")
