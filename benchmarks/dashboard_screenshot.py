@@ -1,10 +1,11 @@
-"""Screenshot optuna-dashboard, served by ``dse study dashboard``, on a real tiny-llama study.
+"""Screenshot optuna-dashboard, served by ``dse study dashboard``, on a study of tiny-llama.
 
-Runs a small study (tiny-llama, 2 tasks × 10 documents, 10 trials) into a temporary
-database with τ set to the median positive drop a first probe study (τ = 100) measured, so that
-some trials are feasible and some are not (the memo answers γ the probe measured). It
-serves the database with :func:`dse.study.dashboard.dashboard_app` on 127.0.0.1 and
-captures pages with headless Chromium (``apt-get install chromium``).
+The study (10 trials, τ = 4 pp) is measured by the deterministic fake evaluator of the
+tests (``tests/study/study_fakes.py``: a γ's drop grows with the layers it decomposes,
+earlier layers hurting more), so that some trials are feasible and some are not; a
+random tiny model's drops are noise. Everything the dashboard shows is written by the
+real engine. The database is served with :func:`dse.study.dashboard.dashboard_app` on
+127.0.0.1 and captured with headless Chromium (``apt-get install chromium``).
 
     python benchmarks/dashboard_screenshot.py --out docs/figures
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -23,6 +25,7 @@ import optuna
 
 from dse.study.api import run_study
 from dse.study.dashboard import dashboard_app
+from dse.study.definition import StudyDefinition
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,15 +50,16 @@ def main() -> None:
         raise SystemExit("chromium not found: apt-get install chromium")
     work = Path(tempfile.mkdtemp(prefix="dse-dashboard-"))
     url = f"sqlite:///{work / 'study.db'}"
-    common = {"model": "tiny-llama", "tasks": "dse_arc_easy,dse_piqa", "limit": 10, "n_trials": args.trials,
-              "storage": url, "seed": 0, "progress": False, "plots": False}
-    probe = run_study(None, tau=100.0, name="probe", **common)
-    drops = sorted(r["accuracy_drop_pp"] for r in probe.trials() if r.get("accuracy_drop_pp") is not None)
-    # tiny-llama is random: drops are noise around 0. The median positive drop splits the trials.
-    positive = [d for d in drops if d > 0]
-    tau = positive[len(positive) // 2] if positive else 0.5
-    print(f"probe drops {drops}; τ = {tau:g} pp")
-    study = run_study(None, tau=tau, name="tiny-dashboard", **common)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "study"))
+    from study_fakes import FakeEvaluator
+
+    definition = StudyDefinition.model_validate({
+        "name": "tiny-dashboard", "model": "tiny-llama", "storage": url, "n_trials": args.trials, "tau": 4.0,
+        "rules": {"rank-one": True, "whole-layers": True, "skip-early": 1, "min-distance": 1},
+        "evaluation": {"tasks": ["dse_arc_easy", "dse_piqa"], "limit": 5},
+        "search": {"sampler": "tpe", "seed": 1, "paper_seeds": 2},
+    })
+    study = run_study(definition, evaluator_factory=FakeEvaluator, progress=False, plots=False)
     study_id = optuna.storages.RDBStorage(url).get_study_id_from_name(study.name)
     server = make_server("127.0.0.1", 0, dashboard_app(optuna.storages.RDBStorage(url)), handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
