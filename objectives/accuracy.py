@@ -306,6 +306,9 @@ class AccuracyObjective(Objective):
         self.fast = fast
         self.token_budget = token_budget
         self.prefix_store: PrefixStore | None = PrefixStore() if fast and prefix_reuse else None
+        # Per task, per evaluated document: its requests' log-likelihoods (the last measurement),
+        # for comparing scoring paths (benchmarks/bench_trial.py).
+        self.last_loglikelihoods: dict[str, list[list[float]]] = {}
         self._hub_tasks = tuple(n for n in names if not is_local_task(n))
         local = [n for n in names if is_local_task(n)]
         for name in local:
@@ -367,6 +370,7 @@ class AccuracyObjective(Objective):
         started = time.perf_counter()
         plans = self._load_plans()
         results: dict[str, list[float]] = {plan.name: [] for plan in plans}
+        self.last_loglikelihoods = {plan.name: [] for plan in plans}
         longest = max(len(plan.order) for plan in plans)
         from lm_eval.evaluator import evaluate
         from tqdm import tqdm
@@ -446,11 +450,17 @@ class AccuracyObjective(Objective):
                 lm=lm, task_dict=task_dict, samples=samples, bootstrap_iters=0, log_samples=True
             )
         values: dict[tuple[str, int], float] = {}
+        loglikelihoods: dict[tuple[str, int], list[float]] = {}
         for leaf, examples in output["samples"].items():
             first_filter = examples[0]["filter"] if examples else None
             for example in examples:
                 if example["filter"] == first_filter:
                     values[(leaf, int(example["doc_id"]))] = float(example[plan.metric])
+                    loglikelihoods[(leaf, int(example["doc_id"]))] = [
+                        float(resp[0][0] if isinstance(resp[0], tuple | list) else resp[0])
+                        for resp in example["resps"]
+                    ]
+        self.last_loglikelihoods[plan.name].extend(loglikelihoods[key] for key in window)
         return [values[key] for key in window]
 
     def _measurement(

@@ -14,8 +14,10 @@ under the hash of the model fingerprint, the embedding's signature and the signa
 layers ``0 … l−1``, plus the exact batch (token ids, positions, segments), so a lookup can
 only return a state the current model would compute itself, bit for bit.
 
-Only prefixes seen in at least two model states are stored (a decomposed layer's states
-are new objects every trial and never recur), and memory is bounded: when the store
+What is stored: every layer of the first model state the store sees (in a study, the
+baseline, measured first), and afterwards only prefixes seen in at least two model states
+(a decomposed layer is a new object every trial, so its states never recur). Memory is
+bounded: when the store
 exceeds ``max_bytes`` it keeps every other stored layer (coarser checkpoints for every
 batch) rather than dropping whole batches.
 """
@@ -69,6 +71,7 @@ class PrefixStore:
     layers_skipped: int = 0
     _states: dict[tuple[str, int, str], torch.Tensor] = field(default_factory=dict)
     _seen: dict[str, set[str]] = field(default_factory=dict)
+    _first_model: str | None = None
     _bytes: int = 0
 
     @property
@@ -84,6 +87,8 @@ class PrefixStore:
             running.update(module_signature(layer).encode())
             hashes.append(running.hexdigest())
         view = PrefixView(hashes=hashes, model_hash=hashes[-1])
+        if self._first_model is None:
+            self._first_model = view.model_hash
         for prefix in hashes[1:-1]:
             self._seen.setdefault(prefix, set()).add(view.model_hash)
         return view
@@ -103,8 +108,11 @@ class PrefixStore:
         return 0, None
 
     def wants(self, view: PrefixView, layer: int) -> bool:
-        """Whether the state entering ``layer`` should be kept (recurring prefix, on the stride)."""
-        return layer % self.stride == 0 and self.recurring(view, layer)
+        """Whether the state entering ``layer`` should be kept: on the stride, and of the first
+        model state or a recurring prefix."""
+        if layer % self.stride or not 0 < layer < len(view.hashes) - 1:
+            return False
+        return view.model_hash == self._first_model or self.recurring(view, layer)
 
     def put(self, batch_key: str, view: PrefixView, layer: int, state: torch.Tensor) -> None:
         """Keep ``state`` (entering ``layer``), thinning the stored layers if over the bound."""
