@@ -60,7 +60,9 @@ def evaluate(
     if limit < 1:
         raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
     gamma = gamma_from_options(layers, tensors, rank)
-    tasks = tuple(t.strip() for t in task_list.split(",") if t.strip())
+    from objectives.tasks import task_list as parse_tasks
+
+    tasks = parse_tasks(task_list)
 
     from dse.baselines import BaselineStore
     from dse.evaluation import Evaluator, MeasurementSettings
