@@ -10,7 +10,9 @@ batches) with prefix reuse (the baseline's hidden states entering the undecompos
 layers). Timed: the accuracy measurement (``AccuracyObjective.measure``) of each model
 state; γ's factors are computed once before (a study's factor cache) and are not timed.
 
-Reported per state: seconds on each path, the ratio plain/engine, the largest
+Reported per state: wall and CPU seconds on each path, the ratio plain/engine of CPU
+seconds (``ratio``; with ``--threads 1`` the compute a trial costs, robust to other
+processes on a shared machine) and of wall seconds (``wall_ratio``), the largest
 per-request log-likelihood difference, and whether every per-document outcome
 (``acc``) is identical. ``speedup`` is the median ratio over the three γ (the trials;
 the baseline is measured once per study).
@@ -40,14 +42,15 @@ TASKS = ("dse_arc_easy", "dse_piqa", "dse_hellaswag")
 GAMMAS = (("early", (2, 17, 29)), ("middle", (15, 29)), ("late", (26, 29)))
 
 
-def _measure(objective: Any, target: Any) -> tuple[float, Any, dict[str, list[list[float]]]]:
-    started = time.perf_counter()
+def _measure(objective: Any, target: Any) -> tuple[float, float, Any, dict[str, list[list[float]]]]:
+    """Wall and CPU seconds of one measurement, the measurement, its per-request log-likelihoods."""
+    started, cpu = time.perf_counter(), time.process_time()
     measurement = objective.measure(target)
-    return time.perf_counter() - started, measurement, objective.last_loglikelihoods
+    return time.perf_counter() - started, time.process_time() - cpu, measurement, objective.last_loglikelihoods
 
 
-def _compare(plain: tuple[Any, Any, Any], engine: tuple[Any, Any, Any]) -> dict[str, Any]:
-    (t_plain, m_plain, ll_plain), (t_engine, m_engine, ll_engine) = plain, engine
+def _compare(plain: tuple[Any, ...], engine: tuple[Any, ...]) -> dict[str, Any]:
+    (t_plain, c_plain, m_plain, ll_plain), (t_engine, c_engine, m_engine, ll_engine) = plain, engine
     worst = max(
         abs(a - b)
         for task in ll_plain
@@ -58,7 +61,10 @@ def _compare(plain: tuple[Any, Any, Any], engine: tuple[Any, Any, Any]) -> dict[
     return {
         "plain_s": round(t_plain, 2),
         "engine_s": round(t_engine, 2),
-        "ratio": round(t_plain / t_engine, 2),
+        "wall_ratio": round(t_plain / t_engine, 2),
+        "plain_cpu_s": round(c_plain, 2),
+        "engine_cpu_s": round(c_engine, 2),
+        "ratio": round(c_plain / c_engine, 2),
         "max_abs_loglik_diff": worst,
         "same_outcomes": same,
         "accuracy": round(m_engine.accuracy, 4),
@@ -67,6 +73,7 @@ def _compare(plain: tuple[Any, Any, Any], engine: tuple[Any, Any, Any]) -> dict[
 
 
 def bench(model_name: str, limit: int) -> dict[str, Any]:
+    """Baseline and three γ, each on both paths; the per-state rows and the summary."""
     from dse.cache import FactorCache
     from dse.models import load_model
     from dse.surgery import decomposed
@@ -81,17 +88,19 @@ def bench(model_name: str, limit: int) -> dict[str, Any]:
     cache = FactorCache()
     states: list[tuple[str, DecompositionConfig | None]] = [("baseline", None)]
     states += [(label, DecompositionConfig(layers=layers, rank=1, tensors="all")) for label, layers in GAMMAS]
-    for _, gamma in states[1:]:
-        with decomposed(loaded, gamma, cache=cache):  # factors into the cache, untimed
-            pass
+    for _, gamma in states:
+        if gamma is not None:
+            with decomposed(loaded, gamma, cache=cache):  # factors into the cache, untimed
+                pass
     rows = []
     for label, gamma in states:
         if gamma is None:
             run_plain, run_engine = _measure(plain, loaded.target()), _measure(engine, loaded.target())
+            row = {"state": label, "layers": [], **_compare(run_plain, run_engine)}
         else:
             with decomposed(loaded, gamma, cache=cache):
                 run_plain, run_engine = _measure(plain, loaded.target()), _measure(engine, loaded.target())
-        row = {"state": label, "layers": list(gamma.layers) if gamma else [], **_compare(run_plain, run_engine)}
+            row = {"state": label, "layers": list(gamma.layers), **_compare(run_plain, run_engine)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     store = engine.prefix_store
@@ -111,6 +120,7 @@ def bench(model_name: str, limit: int) -> dict[str, Any]:
 
 
 def bench_budgets(model_name: str, limit: int, budgets: list[int]) -> dict[str, Any]:
+    """Seconds of one engine measurement of the baseline at each token budget."""
     from dse.models import load_model
     from objectives.accuracy import AccuracyObjective
 
@@ -121,8 +131,9 @@ def bench_budgets(model_name: str, limit: int, budgets: list[int]) -> dict[str, 
             TASKS, limit=limit, fast=True, token_budget=budget, prefix_reuse=False, show_progress=False
         )
         objective.documents()
-        seconds, measurement, _ = _measure(objective, loaded.target())
-        rows.append({"token_budget": budget, "seconds": round(seconds, 2), "accuracy": round(measurement.accuracy, 4)})
+        seconds, cpu, measurement, _ = _measure(objective, loaded.target())
+        rows.append({"token_budget": budget, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2),
+                     "accuracy": round(measurement.accuracy, 4)})
         print(json.dumps(rows[-1]), flush=True)
     return {"model": model_name, "limit": limit, "threads": _threads(), "budgets": rows}
 
@@ -134,6 +145,7 @@ def _threads() -> int:
 
 
 def main() -> None:
+    """Parse the flags, run, print."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--limit", type=int, default=100, help="documents per task (default 100)")

@@ -29,12 +29,9 @@ import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from objectives.fast_lm_prefix import PrefixStore, PrefixView
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = ["DEFAULT_TOKEN_BUDGET", "SUPPORTED_MODEL_TYPES", "fast_lm_class", "supports"]
 
@@ -205,7 +202,10 @@ def fast_lm_class() -> type:
             self, requests: list[Request], disable_tqdm: bool = False, override_bs: int | None = None
         ) -> list[tuple[float, bool]]:
             if override_bs is not None or self.backend != "causal" or not supports(self.model):
-                return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+                answers: list[tuple[float, bool]] = super()._loglikelihood_tokens(
+                    requests, disable_tqdm=disable_tqdm, override_bs=override_bs
+                )
+                return answers
             rows, fallback = _pack(requests, self.max_length)
             results: list[tuple[float, bool] | None] = [None] * len(requests)
             if fallback:
@@ -221,7 +221,7 @@ def fast_lm_class() -> type:
 
         def _score_rows(self, rows: list[_Row], results: list[tuple[float, bool] | None]) -> None:
             import torch
-            import torch.nn.functional as F
+            from torch.nn.functional import log_softmax
 
             model = self.model
             store = self.prefix_store
@@ -233,11 +233,11 @@ def fast_lm_class() -> type:
                 for batch in _batches(rows, self.token_budget):
                     hidden = _forward_hidden(model, batch, self.device, store, view, self.fingerprint)
                     self.forwards += 1
-                    picks = [(b, row_index) for b, row in enumerate(batch) for _, rows_, _ in row.scored for row_index in rows_]
+                    picks = [(b, at) for b, row in enumerate(batch) for _, where, _ in row.scored for at in where]
                     where_b = torch.tensor([b for b, _ in picks], device=hidden.device)
                     where_t = torch.tensor([t for _, t in picks], device=hidden.device)
                     logits = model.lm_head(hidden[where_b, where_t])
-                    logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+                    logprobs = log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
                     greedy = logprobs.argmax(dim=-1)
                     offset = 0
                     for row in batch:

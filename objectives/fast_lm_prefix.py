@@ -44,7 +44,7 @@ def module_signature(module: torch.nn.Module) -> str:
         digest.update(f"{name}|{type(sub).__qualname__}|{id(sub)};".encode())
     for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
         # torch's in-place version counter: the one way to see an in-place weight edit.
-        version = tensor._version  # noqa: SLF001
+        version = tensor._version
         digest.update(f"{name}|{id(tensor)}|{tensor.data_ptr()}|{version}|{tuple(tensor.shape)};".encode())
     return digest.hexdigest()
 
@@ -108,8 +108,10 @@ class PrefixStore:
         return 0, None
 
     def wants(self, view: PrefixView, layer: int) -> bool:
-        """Whether the state entering ``layer`` should be kept: on the stride, and of the first
-        model state or a recurring prefix."""
+        """Whether the state entering ``layer`` should be kept.
+
+        It is on the stride, and of the first model state or a recurring prefix.
+        """
         if layer % self.stride or not 0 < layer < len(view.hashes) - 1:
             return False
         return view.model_hash == self._first_model or self.recurring(view, layer)
