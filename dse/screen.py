@@ -139,7 +139,8 @@ def decide(
     """
     points = [h for h in history if h.get("kl_divergence") is not None and not h.get("screened")]
     if len(points) < min_trials:
-        return ScreenDecision(skip=False, kl=kl, reason=f"{len(points)} evaluated trials with a KL, {min_trials} needed")
+        reason = f"{len(points)} evaluated trials with a KL, {min_trials} needed"
+        return ScreenDecision(skip=False, kl=kl, reason=reason)
 
     def surely_infeasible(h: Mapping[str, Any]) -> bool:
         low = h.get("drop_ci_low_pp")
