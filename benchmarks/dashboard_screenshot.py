@@ -51,7 +51,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dse-dashboard-"))
     url = f"sqlite:///{work / 'study.db'}"
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "study"))
-    from study_fakes import FakeEvaluator
+    from study_fakes import FakeEvaluator  # type: ignore[import-not-found]
 
     definition = StudyDefinition.model_validate({
         "name": "tiny-dashboard", "model": "tiny-llama", "storage": url, "n_trials": args.trials, "tau": 4.0,
