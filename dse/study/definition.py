@@ -43,7 +43,8 @@ __all__ = [
 
 # Fields that may differ between runs of one study without changing what it measures.
 BUDGET_FIELDS: frozenset[str] = frozenset(
-    {"name", "n_trials", "timeout", "workers", "storage", "heartbeat_interval", "grace_period", "plots_dir"}
+    {"name", "n_trials", "timeout", "workers", "storage", "heartbeat_interval", "grace_period", "plots_dir",
+     "screen"}  # screen: how trials are spent, not what a trial measures; toggling it resumes
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -145,9 +146,15 @@ class StudyDefinition(BaseModel):
     n_trials: int = Field(default=10, ge=1, description="Measured trials the study holds when done.")
     timeout: float | None = Field(default=None, gt=0, description="Seconds a run may take before it stops asking.")
     workers: int = Field(default=1, ge=1, le=64, description="Local worker processes.")
-    storage: str = "sqlite:///dse.db"
+    storage: str = Field(default_factory=lambda: _default_storage(),  # noqa: PLW0108 - defined below
+                         description="Database URL (default: $DSE_STORAGE, else sqlite:///dse.db here).")
     plots_dir: str | None = Field(default=None, description="Where `run` writes its plots (default plots/<name>).")
     heartbeat_interval: int = Field(default=10, ge=1, description="Seconds between a running trial's heartbeats.")
+    screen: bool = Field(
+        default=False,
+        description="KL screen (dse/screen.py): record each trial's KL to the baseline and skip the full "
+        "evaluation of γ surely above τ (recorded as screened, never feasible).",
+    )
     grace_period: int | None = Field(
         default=None, ge=1,
         description="Seconds without heartbeat before a RUNNING trial is failed (default 6x interval).",
@@ -300,3 +307,9 @@ def definition_diff(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
         if old != cur:
             changes.append(f"{key}: {json.dumps(old)} -> {json.dumps(cur)}")
     return changes
+
+
+def _default_storage() -> str:
+    from dse.study.storage import default_storage
+
+    return default_storage()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dse.study.claims import TOTAL_POOL
+from dse.study.dashboard import name_objectives
 from dse.study.definition import StudyDefinition, definition_diff
 from dse.study.encoding import Encoding, SearchSpace, build_search_space, make_encoding, paper_configs
 from dse.study.goals import GOALS, Goal
@@ -257,6 +258,7 @@ def prepare(definition: StudyDefinition, *, force: bool = False, resume_only: bo
                     tables.budget.set_total(name, stored.n_trials, done_before=done_before)
             else:
                 tables.budget.set_total(name, definition.n_trials, done_before=done_before)
+        retrying(lambda: name_objectives(study, goal))  # optuna-dashboard shows the metric names
         if pool is None:
             pool = tables.budget.open_pool(name, more_trials) if more_trials is not None else TOTAL_POOL
     except BaseException:

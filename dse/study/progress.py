@@ -27,7 +27,7 @@ class Progress:
     def open(self) -> None:
         if not self.enabled:
             return
-        from tqdm.auto import tqdm
+        from space.progress import progress_bar as tqdm
 
         target, done = self._numbers()
         self._bar = tqdm(total=target, initial=done, desc=self.p.definition.study_name, unit="trial",

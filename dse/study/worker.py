@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from dse.study.claims import Claim
 from dse.study.encoding import RejectedGamma, check_gamma
-from dse.study.goals import CONSTRAINT_KEY, REJECTED_CONSTRAINT, constraint_value, standin_ratios
+from dse.study.dashboard import gamma_attrs, record_constraint
+from dse.study.goals import REJECTED_CONSTRAINT, constraint_value, standin_ratios
 from dse.study.memo import MemoEntry, worker_owner
 from dse.study.progress import Progress
 from dse.study.reaper import reconcile, settle_claim
@@ -112,6 +113,7 @@ class Worker:
         self.settings_key = evaluator.settings.key()
         self.stats = WorkerStats()
         self.progress = Progress(prepared, enabled=progress)
+        self.kl_screen: Any = None  # dse.screen.StudyScreen, when the definition screens
         definition = prepared.definition
         self.study_id = retrying(lambda: prepared.storage.get_study_id_from_name(definition.study_name))
         stream = prepared.tables.budget.next_stream(definition.study_name)
@@ -257,15 +259,25 @@ class Worker:
         trial.set_user_attr("gamma", gamma.canonical(spec))
         trial.set_user_attr("gamma_hash", gamma_hash)
         trial.set_user_attr("gamma_label", label)
+        for key, value in gamma_attrs(gamma.canonical(spec), spec, definition.evaluation.method).items():
+            trial.set_user_attr(key, value)
         entry = self._memo_or_slot(gamma_hash, claim)
         if entry is not None:
             record = entry.record
             trial.set_user_attr("memo_study", entry.study_name)
             self.stats.memoized += 1
         else:
+            screen = self._screen_decision(gamma) if definition.screen else None  # KL screen: dse/screen.py
+            if screen is not None and screen.skip:
+                from dse.screen import tell_screened
+                from space.metrics import parameter_report
+
+                reduction = parameter_report(spec, gamma).param_reduction_pct
+                tell_screened(self.p.study, trial, screen, self.p.goal.metrics, reduction)
+                return _DONE
             tau = definition.tau if definition.evaluation.chunk_size is not None else None
             measured = self.evaluator.evaluate(gamma, self.baseline, tau=tau)
-            record = measured.model_dump(mode="json")
+            record = measured.model_dump(mode="json") | ({"kl_divergence": screen.kl} if screen else {})
             self.p.tables.memo_put(self.fingerprint, self.settings_key, record, tau=definition.tau,
                                    study_name=definition.study_name)
             self.stats.evaluated += 1
@@ -273,7 +285,7 @@ class Worker:
             self.stats.early_stopped += 1
         values, standins = goal.values(record)
         constraint = constraint_value(float(record["accuracy_drop_pp"]), definition.tau)
-        trial.set_constraint(CONSTRAINT_KEY, constraint)
+        record_constraint(trial, constraint)
         for key, value in record.items():
             if key not in ("gamma", "gamma_hash", "gamma_label"):
                 trial.set_user_attr(key, value)
@@ -289,6 +301,18 @@ class Worker:
         retrying(lambda: self.p.study.tell(trial, values, state=TrialState.COMPLETE, skip_if_finished=True))
         return _DONE
 
+    def _screen_decision(self, gamma: DecompositionConfig) -> Any:
+        """The KL screen's decision for γ (dse/screen.py); built on the worker's first use."""
+        from dse.screen import StudyScreen
+        from space.env import resolve_data_dir
+
+        if self.kl_screen is None:
+            data_dir = resolve_data_dir(self.p.definition.evaluation.data_dir)
+            if data_dir is None:
+                raise InvalidConfigError("the KL screen needs the benchmark data directory (wikitext2/)")
+            self.kl_screen = StudyScreen(self.evaluator, data_dir, self.p.definition.tau)
+        return self.kl_screen.check(gamma, retrying(lambda: self.p.study.get_trials(deepcopy=False)))
+
     def _tell_rejected(self, trial: optuna.trial.Trial, gamma: DecompositionConfig | None, reason: str) -> None:
         """A γ the rules exclude: kept as COMPLETE and infeasible (the sampler learns), not measured."""
         from optuna.trial import TrialState
@@ -303,11 +327,13 @@ class Worker:
                 trial.set_user_attr("gamma", gamma.canonical(spec))
                 trial.set_user_attr("gamma_hash", gamma.hash(spec))
                 trial.set_user_attr("gamma_label", gamma.describe(spec))
+                for key, value in gamma_attrs(gamma.canonical(spec), spec).items():
+                    trial.set_user_attr(key, value)
             except InvalidConfigError:
                 pass
         estimates = standin_ratios(reduction) | {"param_reduction_pct": reduction, "accuracy_drop_pp": 100.0}
         values = [estimates[m] for m in self.p.goal.metrics]
-        trial.set_constraint(CONSTRAINT_KEY, REJECTED_CONSTRAINT)
+        record_constraint(trial, REJECTED_CONSTRAINT)
         trial.set_user_attr("rejected", True)
         trial.set_user_attr("reject_reason", reason)
         trial.set_user_attr("memoized", False)
