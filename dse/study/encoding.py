@@ -106,6 +106,9 @@ class SearchSpace:
     ranks: tuple[int, ...]
     min_layers: int
     max_layers: int
+    methods: tuple[str, ...] = ()  # searched by the keep-ratio encodings
+    keep_min: float = 0.5
+    min_reduction_pct: float | None = None  # the parameter budget (γ below it are rejected)
 
     @property
     def tensor_labels(self) -> tuple[str, ...]:
@@ -164,7 +167,9 @@ def build_search_space(spec: ModelSpec, definition: StudyDefinition) -> SearchSp
             f"{' with '.join(labels) or 'the model'} leave at most {most} decomposable layer(s) in {spec.name}"
         )
     return SearchSpace(spec=spec, rules=rules, layers=layers, min_gap=gap, tensor_sets=tensor_sets,
-                       ranks=ranks, min_layers=search.min_layers, max_layers=max_layers)
+                       ranks=ranks, min_layers=search.min_layers, max_layers=max_layers,
+                       methods=tuple(search.methods or (definition.evaluation.method,)),
+                       keep_min=search.keep_min, min_reduction_pct=definition.min_param_reduction_pct)
 
 
 def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
@@ -178,6 +183,15 @@ def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
     verdict = space.rules.allows(space.spec, gamma)
     if not verdict.allowed:
         return verdict.reason
+    if space.min_reduction_pct is not None:
+        from space.metrics import parameter_report
+
+        reduction = parameter_report(space.spec, gamma).param_reduction_pct
+        if reduction < space.min_reduction_pct:
+            return (f"removes {reduction:.2f} % of the parameters, below the budget of "
+                    f"{space.min_reduction_pct:g} % (min_param_reduction_pct)")
+    if gamma.is_two_factor():
+        return None  # keep-ratio γ: per-tensor ranks, all layers the rules allow
     n = len(gamma.layers)
     if not space.min_layers <= n <= space.max_layers:
         return f"{n} decomposed layers, outside search.min_layers..max_layers = {space.min_layers}..{space.max_layers}"
@@ -415,6 +429,9 @@ for _cls in (FullEncoding, GapsEncoding, SpacingEncoding):
 
 def make_encoding(name: str, space: SearchSpace) -> Encoding:
     return ENCODINGS.get(name)(space)
+
+
+from dse.study import encoding_ratios as _encoding_ratios  # noqa: E402  registers ratios, profile
 
 
 # Table IV of the paper (Llama-2-7B, 32 layers, 1-based layer numbers), by reduction.

@@ -100,7 +100,19 @@ def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
         aggregate=ev.aggregate, workload=definition.workload, measure_latency=ev.measure_latency,
         measure_energy=ev.measure_energy, measure_memory=ev.measure_memory, chunk_size=ev.chunk_size,
         confidence=ev.confidence, method=ev.method, device=definition.device,
+        calibration=calibration_key(definition),
     )
+
+
+def calibration_key(definition: StudyDefinition) -> str | None:
+    """What the calibrated methods' factors depend on besides the model (keys the memo)."""
+    settings = definition.calibration_settings
+    if settings is None:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256(settings.source_path().read_bytes()).hexdigest()[:16]
+    return f"{digest}/{settings.model_dump_json()}"
 
 
 def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = True) -> Evaluator:
@@ -109,6 +121,11 @@ def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = T
     from dse.models import load_model
 
     loaded = load_model(definition.model, device=definition.device, dtype=definition.dtype)
+    calibration = definition.calibration_settings
+    if calibration is not None:  # once per (model, settings), shared by every worker
+        from dse.calibration_store import load_or_collect
+
+        loaded.calibration, _ = load_or_collect(loaded, calibration, progress=progress)
     return Evaluator(loaded, measurement_settings(definition), progress=progress)
 
 
