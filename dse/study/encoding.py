@@ -109,6 +109,7 @@ class SearchSpace:
     methods: tuple[str, ...] = ()  # searched by the keep-ratio encodings
     keep_min: float = 0.5
     min_reduction_pct: float | None = None  # the parameter budget (γ below it are rejected)
+    model: str = ""  # what the spectrum encoding reads weights from
 
     @property
     def tensor_labels(self) -> tuple[str, ...]:
@@ -169,7 +170,8 @@ def build_search_space(spec: ModelSpec, definition: StudyDefinition) -> SearchSp
     return SearchSpace(spec=spec, rules=rules, layers=layers, min_gap=gap, tensor_sets=tensor_sets,
                        ranks=ranks, min_layers=search.min_layers, max_layers=max_layers,
                        methods=tuple(search.methods or (definition.evaluation.method,)),
-                       keep_min=search.keep_min, min_reduction_pct=definition.min_param_reduction_pct)
+                       keep_min=search.keep_min, min_reduction_pct=definition.min_param_reduction_pct,
+                       model=definition.model)
 
 
 def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:

@@ -12,6 +12,9 @@ several in ``search.methods``, the method:
     A mean ratio ``keep`` and a ``slope`` across depth: layer l keeps
     keep + slope·(x_l − ½), x_l its position in [0, 1] among the allowed layers
     (clipped to [keep_min, 1]); layers at or above :data:`UNTOUCHED` are left alone.
+``spectrum``
+    ``keep`` and a ``strength``: ranks driven by each tensor's own truncation-loss
+    spectrum (:class:`SpectrumEncoding`), interpolated with the uniform ratio.
 
 γ from these encodings carries explicit per-pair ranks, so the paper's whole-layer
 rank-1 γ (``gaps``/``spacing``) stays a separate option in its own study.
@@ -25,7 +28,7 @@ from typing import Any
 from dse.study.encoding import ENCODINGS, Encoding, Param, RejectedGamma
 from space.config import DecompositionConfig, rank_for_keep
 
-__all__ = ["RatiosEncoding", "ProfileEncoding", "UNTOUCHED"]
+__all__ = ["RatiosEncoding", "ProfileEncoding", "SpectrumEncoding", "UNTOUCHED"]
 
 #: Keep ratios at or above this leave the tensor undecomposed.
 UNTOUCHED = 0.995
@@ -124,3 +127,53 @@ class ProfileEncoding(_KeepEncoding):
 
 for _cls in (RatiosEncoding, ProfileEncoding):
     ENCODINGS.register(_cls.name, _cls)
+
+
+class SpectrumEncoding(_KeepEncoding):
+    """``keep`` (of the decomposable parameters), ``strength`` in [0, 1] and the method.
+
+    Strength 0 gives every tensor the same keep ratio; strength 1 the allocation that
+    loses the least relative truncation energy for the same parameters
+    (:func:`dse.study.spectra.allocate_ranks`, from each weight's own spectrum); in
+    between, the ranks are interpolated. The search tunes both to meet a budget.
+    """
+
+    name = "spectrum"
+
+    def params(self) -> list[Param]:
+        return [self._keep_param("keep"), Param("strength", "float", 0.0, 1.0)] + self._method_param()
+
+    def decode(self, params: Mapping[str, Any]) -> DecompositionConfig:
+        from dse.study.spectra import allocate_ranks, energy_shares
+
+        spec = self.space.spec
+        keep, strength = float(params["keep"]), float(params["strength"])
+        if keep >= UNTOUCHED:
+            return DecompositionConfig()
+        shapes = {(layer, t.name): (t.out_features, t.in_features)
+                  for layer in self.space.layers for t in spec.tensors}
+        optimal = allocate_ranks(shapes, energy_shares(spec, self.space.model), keep) if strength > 0 else {}
+        ranks = {}
+        for (layer, name), (height, width) in shapes.items():
+            uniform = rank_for_keep(height, width, keep)
+            best = optimal.get((layer, name), uniform)
+            rank = round((1.0 - strength) * uniform + strength * best)
+            ranks[f"{layer}:{name}"] = max(1, min(min(height, width), rank))
+        return DecompositionConfig(layers=tuple(self.space.layers), tensors="all", rank=None, ranks=ranks,
+                                   method=self._method(params), two_factor=True)
+
+    def encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
+        if gamma.keep is None or gamma.keep >= UNTOUCHED or tuple(gamma.layers) != tuple(self.space.layers):
+            return None
+        if gamma.tensors != "all" and tuple(gamma.tensors) != self.space.spec.tensor_names:
+            return None
+        method = gamma.method or "svd"
+        if method not in self.methods:
+            return None
+        params: dict[str, Any] = {"keep": gamma.keep, "strength": 0.0}
+        if len(self.methods) > 1:
+            params["method"] = method
+        return params
+
+
+ENCODINGS.register(SpectrumEncoding.name, SpectrumEncoding)

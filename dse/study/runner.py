@@ -126,6 +126,9 @@ def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = T
         from dse.calibration_store import load_or_collect
 
         loaded.calibration, _ = load_or_collect(loaded, calibration, progress=progress)
+    from dse.study.spectra import register
+
+    register(loaded)  # the spectrum encoding reads this model's weights, not a second copy
     return Evaluator(loaded, measurement_settings(definition), progress=progress)
 
 

@@ -105,3 +105,50 @@ def test_encoding_and_bad_keep_in_cli_are_one_line_errors() -> None:
     with pytest.raises(InvalidConfigError, match="exclusive"):
         gamma_for("all", "all", 3, 0.5, n_layers=30)
     assert gamma_for("all", "all", None, 0.5, n_layers=30).layers == ALL
+
+
+def test_spectrum_allocation_meets_the_budget_and_loses_less_than_uniform() -> None:
+    from dse.study.spectra import allocate_ranks
+
+    shapes = {(0, "a"): (64, 64), (0, "b"): (32, 96), (1, "a"): (64, 64)}
+    decays = {(0, "a"): 0.5, (0, "b"): 0.9, (1, "a"): 0.97}  # fast to slow spectral decay
+    shares = {}
+    for pair, (h, w) in shapes.items():
+        energy = [decays[pair] ** j for j in range(min(h, w))]
+        shares[pair] = [e / sum(energy) for e in energy]
+    keep = 0.6
+    ranks = allocate_ranks(shapes, shares, keep)
+    budget = keep * sum(h * w for h, w in shapes.values())
+    cost = sum(r * sum(shapes[p]) for p, r in ranks.items())
+    assert budget - max(h + w for h, w in shapes.values()) < cost <= budget
+    assert ranks[(0, "a")] < ranks[(1, "a")]  # the flat spectrum gets the larger rank
+
+    def loss(allocation: dict) -> float:  # type: ignore[type-arg]
+        return sum(sum(shares[p][r:]) for p, r in allocation.items())
+
+    uniform = {p: rank_for_keep(h, w, keep) for p, (h, w) in shapes.items()}
+    assert loss(ranks) < loss(uniform)
+
+
+def test_spectrum_encoding_on_tiny_llama_interpolates_from_uniform(tiny_llama, tmp_path,  # type: ignore[no-untyped-def]
+                                                                   monkeypatch) -> None:
+    from dse.study.spectra import register
+
+    monkeypatch.setenv("DSE_CACHE_DIR", str(tmp_path))
+
+    register(tiny_llama)
+    definition = StudyDefinition(model="tiny-llama", objective="params", rules={
+        "rank-one": False, "whole-layers": False, "skip-early": False, "min-distance": False},
+        evaluation={"method": "svd-llm"}, search={"encoding": "spectrum"})
+    spec = tiny_llama.spec
+    space = build_search_space(spec, definition)
+    encoding = make_encoding("spectrum", space)
+    uniform = encoding.decode({"keep": 0.7, "strength": 0.0})
+    driven = encoding.decode({"keep": 0.7, "strength": 1.0})
+    assert uniform.method == driven.method == "svd-llm"
+    same = DecompositionConfig(layers=tuple(range(spec.n_layers)), keep=0.7)
+    assert uniform.validate_for(spec) == same.validate_for(spec)
+    before = parameter_report(spec, uniform).params_after
+    after = parameter_report(spec, driven).params_after
+    assert after <= before * 1.01  # the same budget, distributed by the spectra
+    assert uniform.hash(spec) != driven.hash(spec)
