@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -55,6 +55,18 @@ class ResolvedPair(NamedTuple):
 
 def _pair_key(layer: int, tensor: str) -> str:
     return f"{layer}:{tensor}"
+
+
+class CanonicalForm(TypedDict):
+    """γ's unique JSON form: sorted layers, tensors in spec order, one rank or a rank per pair."""
+
+    layers: list[int]
+    tensors: list[str]
+    rank: int | dict[str, int] | None
+    keep: NotRequired[float]  # the following only when set, so older γ keep their hash
+    method: NotRequired[str]
+    methods: NotRequired[dict[str, str]]
+    two_factor: NotRequired[bool]
 
 
 class DecompositionConfig(BaseModel):
@@ -235,7 +247,7 @@ class DecompositionConfig(BaseModel):
             pairs.append(ResolvedPair(layer, name, rank))
         return pairs
 
-    def canonical(self, spec: ModelSpec) -> dict[str, object]:
+    def canonical(self, spec: ModelSpec) -> CanonicalForm:
         """A unique form: sorted layers, explicit tensors in spec order, collapsed ranks."""
         pairs = self.validate_for(spec)
         if not pairs:
@@ -246,13 +258,12 @@ class DecompositionConfig(BaseModel):
             rank = ranks.pop()
         else:
             rank = {_pair_key(p.layer, p.tensor): p.rank for p in pairs}
-        form: dict[str, object] = {"layers": list(self.layers),
-                                   "tensors": list(self.tensor_names(spec)), "rank": rank}
+        form: CanonicalForm = {"layers": list(self.layers),
+                               "tensors": list(self.tensor_names(spec)), "rank": rank}
         # Added only when set, so every γ of the paper's space keeps its hash.
         if self.keep is not None:
             form["keep"] = self.keep
         names = form["tensors"]
-        assert isinstance(names, list)
         methods = {n: self.method_for(n, "") for n in names}
         if any(methods.values()):
             distinct = set(methods.values())
@@ -272,7 +283,7 @@ class DecompositionConfig(BaseModel):
         return DecompositionConfig.from_canonical(self.canonical(spec))
 
     @classmethod
-    def from_canonical(cls, form: dict[str, object]) -> DecompositionConfig:
+    def from_canonical(cls, form: CanonicalForm | dict[str, object]) -> DecompositionConfig:
         """Rebuild γ from :meth:`canonical` output (e.g. read back from JSON)."""
         layers = tuple(int(x) for x in form.get("layers") or ())  # type: ignore[attr-defined]
         if not layers:
@@ -300,7 +311,7 @@ class DecompositionConfig(BaseModel):
         if not form["layers"]:
             return "original"
         tensors = form["tensors"]
-        tensor_label = "all" if list(tensors) == list(spec.tensor_names) else ",".join(tensors)  # type: ignore[arg-type]
+        tensor_label = "all" if list(tensors) == list(spec.tensor_names) else ",".join(tensors)
         rank = form["rank"]
         rank_label = f"r={rank}" if isinstance(rank, int) else "r=mixed"
         if "keep" in form:
@@ -320,8 +331,8 @@ def parse_int_list(text: str, what: str = "layers") -> tuple[int, ...]:
     if not text or text.lower() == "none":
         return ()
     values: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
+    for raw_part in text.split(","):
+        part = raw_part.strip()
         try:
             if "-" in part[1:]:
                 start, end = part.split("-", 1) if not part.startswith("-") else ("", "")

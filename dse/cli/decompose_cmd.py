@@ -64,7 +64,6 @@ def decompose(model: str, layers: str, tensors: str, rank: int | None, keep: flo
     """
     from dse import saving, surgery
     from dse.models import load_model
-
     from space.errors import InvalidConfigError
 
     calibration = calibration_from_options(calibration_options)

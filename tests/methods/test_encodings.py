@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from dse.study.definition import StudyDefinition, load_definition
-from dse.study.encoding import build_search_space, check_gamma, make_encoding
+from dse.study.encoding import check_gamma, make_encoding
+from dse.study.runner import search_space_for
 from dse.study.goals import GOALS
 from space.config import DecompositionConfig, rank_for_keep
 from space.errors import InvalidConfigError
@@ -61,7 +62,7 @@ def budget_definition(**extra: object) -> StudyDefinition:
 
 def test_ratios_encoding_reaches_per_tensor_ranks_and_the_budget_rejects_unmeasured() -> None:
     definition = budget_definition()
-    space = build_search_space(SPEC, definition)
+    space = search_space_for(SPEC, definition)
     encoding = make_encoding("ratios", space)
     assert [p.name for p in encoding.params()][-1] == "method"
     params = {f"keep_{t}": 0.8 for t in SPEC.tensor_names} | {"keep_down": 0.6, "keep_k": 1.0,
@@ -79,7 +80,7 @@ def test_ratios_encoding_reaches_per_tensor_ranks_and_the_budget_rejects_unmeasu
 
 
 def test_profile_encoding_slopes_across_depth() -> None:
-    space = build_search_space(SPEC, budget_definition(encoding="profile"))
+    space = search_space_for(SPEC, budget_definition(encoding="profile"))
     encoding = make_encoding("profile", space)
     gamma = encoding.decode({"keep": 0.8, "slope": 0.3, "method": "svd-llm"})
     ranks = {(p.layer, p.tensor): p.rank for p in gamma.validate_for(SPEC)}
@@ -141,7 +142,7 @@ def test_spectrum_encoding_on_tiny_llama_interpolates_from_uniform(tiny_llama, t
         "rank-one": False, "whole-layers": False, "skip-early": False, "min-distance": False},
         evaluation={"method": "svd-llm"}, search={"encoding": "spectrum"})
     spec = tiny_llama.spec
-    space = build_search_space(spec, definition)
+    space = search_space_for(spec, definition)
     encoding = make_encoding("spectrum", space)
     uniform = encoding.decode({"keep": 0.7, "strength": 0.0})
     driven = encoding.decode({"keep": 0.7, "strength": 1.0})
