@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,7 +111,7 @@ class Calibration:
     seconds: float
     groups: dict[tuple[int, str], tuple[int, str]]  # (layer, tensor) -> the pair holding it
     loader: object = None  # a callable (layer, tensor) -> InputStats for lazily read files
-    settings: CalibrationSettings | None = None  # method options (ASVD α, svd fallback)
+    settings: CalibrationSettings | None = None  # method options (ASVD alpha, svd fallback)
     _stats: dict[tuple[int, str], InputStats] = field(default_factory=dict)
 
     def stats(self, layer: int, tensor: str) -> InputStats:
@@ -186,7 +187,7 @@ def collect(loaded: LoadedModel, settings: CalibrationSettings, key: str, *,
     stats: dict[tuple[int, str], InputStats] = {}
     alive: list[tuple[torch.Tensor, tuple[int, str]]] = []
 
-    def hook_for(pair: tuple[int, str]):  # type: ignore[no-untyped-def]
+    def hook_for(pair: tuple[int, str]) -> Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], None]:
         def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0]
             for seen, leader in alive:  # the same tensor object: share its statistic

@@ -57,7 +57,7 @@ def _read(path: Path, key: str) -> Calibration | None:
             meta = handle.metadata() or {}
     except FileNotFoundError:
         return None
-    except Exception as exc:  # damaged file: recollect
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types; the file is collected again
         print(f"calibration file {path} is unreadable ({exc}); collecting again", file=sys.stderr)
         path.unlink(missing_ok=True)
         return None

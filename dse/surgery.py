@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from dse.calibration import Calibration
     from dse.decompose import TuckerFactors
     from dse.layers import FactorizedLinear
+    from dse.methods import TwoFactors
     from dse.models import LoadedModel
 
 __all__ = [
@@ -310,11 +311,10 @@ def _calibrated(
     settings = calibration.settings or CalibrationSettings()
     stats = calibration.stats(pair.layer, pair.tensor)
     weight = layer.weight.detach()
-    options = {"alpha": settings.asvd_alpha, "bias": layer.bias,
-               "allow_svd_fallback": settings.svd_fallback}
 
-    def compute(rank: int):  # type: ignore[no-untyped-def]
-        return two_factors(weight, rank, method, stats, **options)  # type: ignore[arg-type]
+    def compute(rank: int) -> TwoFactors:
+        return two_factors(weight, rank, method, stats, alpha=settings.asvd_alpha, bias=layer.bias,
+                           allow_svd_fallback=settings.svd_fallback)
 
     if cache is None:
         two = compute(pair.rank)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Literal, NamedTuple, NotRequired, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -57,16 +57,21 @@ def _pair_key(layer: int, tensor: str) -> str:
     return f"{layer}:{tensor}"
 
 
-class CanonicalForm(TypedDict):
+class _CanonicalCore(TypedDict):
     """γ's unique JSON form: sorted layers, tensors in spec order, one rank or a rank per pair."""
 
     layers: list[int]
     tensors: list[str]
     rank: int | dict[str, int] | None
-    keep: NotRequired[float]  # the following only when set, so older γ keep their hash
-    method: NotRequired[str]
-    methods: NotRequired[dict[str, str]]
-    two_factor: NotRequired[bool]
+
+
+class CanonicalForm(_CanonicalCore, total=False):
+    """The keys below appear only when set, so every γ of the paper's space keeps its hash."""
+
+    keep: float
+    method: str
+    methods: dict[str, str]
+    two_factor: bool
 
 
 class DecompositionConfig(BaseModel):
@@ -229,6 +234,7 @@ class DecompositionConfig(BaseModel):
             spec.tensor(name)  # raises with the allowed names
         pairs = []
         for layer, name in wanted:
+            rank: int | None
             if self.keep is not None:
                 shape = spec.tensor(name)
                 rank = rank_for_keep(shape.out_features, shape.in_features, self.keep)
@@ -254,10 +260,7 @@ class DecompositionConfig(BaseModel):
             return {"layers": [], "tensors": [], "rank": None}
         ranks = {p.rank for p in pairs}
         rank: int | dict[str, int]
-        if len(ranks) == 1:
-            rank = ranks.pop()
-        else:
-            rank = {_pair_key(p.layer, p.tensor): p.rank for p in pairs}
+        rank = ranks.pop() if len(ranks) == 1 else {_pair_key(p.layer, p.tensor): p.rank for p in pairs}
         form: CanonicalForm = {"layers": list(self.layers),
                                "tensors": list(self.tensor_names(spec)), "rank": rank}
         # Added only when set, so every γ of the paper's space keeps its hash.
@@ -288,17 +291,17 @@ class DecompositionConfig(BaseModel):
         layers = tuple(int(x) for x in form.get("layers") or ())  # type: ignore[attr-defined]
         if not layers:
             return cls()
-        extra: dict[str, object] = {
-            key: form[key] for key in ("method", "methods", "two_factor") if key in form
-        }
-        rank = form["rank"]
-        tensors = tuple(form["tensors"])  # type: ignore[call-overload]
+        data: dict[str, Any] = {"layers": layers, "tensors": tuple(form["tensors"]),  # type: ignore[arg-type]
+                                "rank": None}
+        data |= {key: form[key] for key in ("method", "methods", "two_factor") if key in form}
+        rank: Any = form["rank"]
         if form.get("keep") is not None:
-            return cls(layers=layers, tensors=tensors, rank=None, keep=form["keep"], **extra)  # type: ignore[arg-type]
-        if isinstance(rank, dict):
-            return cls(layers=layers, tensors=tensors, rank=None,
-                       ranks={str(k): int(v) for k, v in rank.items()}, **extra)  # type: ignore[arg-type]
-        return cls(layers=layers, tensors=tensors, rank=int(rank), **extra)  # type: ignore[arg-type,call-overload]
+            data["keep"] = form["keep"]
+        elif isinstance(rank, dict):
+            data["ranks"] = {str(k): int(v) for k, v in rank.items()}
+        else:
+            data["rank"] = int(rank)
+        return cls(**data)
 
     def hash(self, spec: ModelSpec) -> str:
         """A stable 16-hex-digit hash: the same γ written two ways hashes the same."""
@@ -316,12 +319,12 @@ class DecompositionConfig(BaseModel):
         rank_label = f"r={rank}" if isinstance(rank, int) else "r=mixed"
         if "keep" in form:
             rank_label = f"keep={form['keep']:g}"
-        layers = ",".join(str(x) for x in form["layers"])  # type: ignore[union-attr]
+        layers = ",".join(str(x) for x in form["layers"])
         label = f"L[{layers}] {tensor_label} {rank_label}"
         if "method" in form:
             label += f" {form['method']}"
         elif "methods" in form:
-            label += " " + ",".join(f"{t}:{m}" for t, m in form["methods"].items())  # type: ignore[attr-defined]
+            label += " " + ",".join(f"{t}:{m}" for t, m in form["methods"].items())
         return label
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["method_options", "keep_options", "calibration_from_options", "gamma_for",
            "prepare_calibration", "KEEP_CONVENTION"]
 
-F = TypeVar("F")
+F = TypeVar("F", bound=Callable[..., Any])
 
 METHOD_HELP = ("svd (exact truncated SVD), hooi (the paper's Algorithm 1), asvd (activation-aware "
                "scaling), svd-llm (truncation-aware whitening), feature (output feature space) — "
@@ -40,19 +41,19 @@ def method_options(func: F) -> F:
         click.option("--calibration-seed", type=int, default=0, show_default=True,
                      help="Seed choosing the windows."),
         click.option("--asvd-alpha", type=float, default=0.5, show_default=True,
-                     help="ASVD exponent α of the scaling diag(mean|x|)^α."),
+                     help="ASVD exponent alpha of the scaling diag(mean|x|)^alpha."),
         click.option("--svd-fallback", is_flag=True,
                      help="svd-llm: use plain svd for a tensor whose Cholesky fails even with "
                           "jitter (default: one error)."),
     ]
     for option in reversed(options):
-        func = option(func)  # type: ignore[operator]
+        func = option(func)
     return func
 
 
 def keep_options(func: F) -> F:
     """--keep (exclusive with --rank)."""
-    return click.option(  # type: ignore[no-any-return]
+    return click.option(
         "--keep", type=float, default=None, metavar="FRACTION",
         help=f"Keep this fraction of each tensor's parameters ({KEEP_CONVENTION}); "
              f"exclusive with --rank; two factors U_kΣ_k, V_kᵀ are installed.",

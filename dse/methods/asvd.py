@@ -1,6 +1,6 @@
 """ASVD (Yuan et al. 2023): scale the input channels by their mean magnitude before the SVD.
 
-With S = diag(mean |x|)^α, the truncated SVD of W·S weights the columns of W by how
+With S = diag(mean |x|)^alpha, the truncated SVD of W·S weights the columns of W by how
 strongly the layer's inputs drive them; dividing the right factor by S undoes the
 scaling exactly, so ``a @ b.T = U_kΣ_k V_kᵀ S⁻¹`` approximates W and at full rank is W.
 """
@@ -22,7 +22,7 @@ MIN_SCALE = 1e-6
 
 
 def asvd_scale(stats: InputStats, alpha: float) -> torch.Tensor:
-    """S's diagonal, mean |x| ** α in float64; silent channels clamped to stay invertible."""
+    """S's diagonal, mean |x| ** alpha in float64; silent channels clamped to stay invertible."""
     if not alpha >= 0.0:
         raise InvalidConfigError(f"ASVD alpha must be non-negative, got {alpha}")
     mean_abs = stats.abs_mean.double()
@@ -31,9 +31,7 @@ def asvd_scale(stats: InputStats, alpha: float) -> torch.Tensor:
 
 
 def asvd_factors(weight: torch.Tensor, rank: int, stats: InputStats, *, alpha: float) -> TwoFactors:
-    """a = U_kΣ_k, b = (V_kᵀ S⁻¹)ᵀ of the truncated SVD of W·S."""
-    import torch
-
+    """A = U_kΣ_k, b = (V_kᵀ S⁻¹)ᵀ of the truncated SVD of W·S."""
     from dse.decompose import truncated_svd
     from dse.methods import TwoFactors, result_dtype
 

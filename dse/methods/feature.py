@@ -38,7 +38,7 @@ def output_covariance(
 def feature_factors(
     weight: torch.Tensor, rank: int, stats: InputStats, *, bias: torch.Tensor | None = None
 ) -> TwoFactors:
-    """a = V_k (top-k eigenvectors of YᵀY, largest first), b = (V_kᵀ W)ᵀ."""
+    """A = V_k (top-k eigenvectors of YᵀY, largest first), b = (V_kᵀ W)ᵀ."""
     import torch
 
     from dse.methods import TwoFactors, result_dtype

@@ -48,7 +48,7 @@ def cholesky_with_jitter(gram: torch.Tensor) -> tuple[torch.Tensor, float] | Non
 def whitened_factors(
     weight: torch.Tensor, rank: int, stats: InputStats, *, allow_svd_fallback: bool = False
 ) -> TwoFactors:
-    """a = U_kΣ_k and b = (V_kᵀ L⁻¹)ᵀ of the truncated SVD of W·L.
+    """A = U_kΣ_k and b = (V_kᵀ L⁻¹)ᵀ of the truncated SVD of W·L.
 
     Raises:
         CalibrationError: XᵀX is not positive definite even with the largest jitter and

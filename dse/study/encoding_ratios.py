@@ -69,6 +69,8 @@ class _KeepEncoding(Encoding):
 
 
 class RatiosEncoding(_KeepEncoding):
+    """One keep ratio per tensor type (``keep_q`` … ``keep_down``) and the method."""
+
     name = "ratios"
 
     def params(self) -> list[Param]:
@@ -94,10 +96,12 @@ class RatiosEncoding(_KeepEncoding):
 
 
 class ProfileEncoding(_KeepEncoding):
+    """A mean keep ratio and a slope across depth, and the method."""
+
     name = "profile"
 
     def params(self) -> list[Param]:
-        return [self._keep_param("keep"), Param("slope", "float", -1.0, 1.0)] + self._method_param()
+        return [self._keep_param("keep"), Param("slope", "float", -1.0, 1.0), *self._method_param()]
 
     def layer_keep(self, keep: float, slope: float, layer: int) -> float:
         layers = self.space.layers
@@ -141,7 +145,7 @@ class SpectrumEncoding(_KeepEncoding):
     name = "spectrum"
 
     def params(self) -> list[Param]:
-        return [self._keep_param("keep"), Param("strength", "float", 0.0, 1.0)] + self._method_param()
+        return [self._keep_param("keep"), Param("strength", "float", 0.0, 1.0), *self._method_param()]
 
     def decode(self, params: Mapping[str, Any]) -> DecompositionConfig:
         from dse.study.spectra import allocate_ranks, energy_shares
@@ -158,7 +162,7 @@ class SpectrumEncoding(_KeepEncoding):
             uniform = rank_for_keep(height, width, keep)
             best = optimal.get((layer, name), uniform)
             rank = round((1.0 - strength) * uniform + strength * best)
-            ranks[f"{layer}:{name}"] = max(1, min(min(height, width), rank))
+            ranks[f"{layer}:{name}"] = max(1, min(height, width, rank))
         return DecompositionConfig(layers=tuple(self.space.layers), tensors="all", rank=None, ranks=ranks,
                                    method=self._method(params), two_factor=True)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dse.models import LoadedModel
@@ -53,7 +53,8 @@ def energy_shares(spec: ModelSpec, model: str) -> dict[tuple[int, str], list[flo
         shares = {}
         with torch.no_grad():
             for pair, module_path in decomposable_paths(loaded).items():
-                weight = loaded.model.get_submodule(module_path).weight.detach().double()
+                module: Any = loaded.model.get_submodule(module_path)
+                weight = module.weight.detach().double()
                 energy = torch.linalg.svdvals(weight) ** 2
                 shares[pair] = (energy / energy.sum().clamp(min=1e-300)).tolist()
         folder.mkdir(parents=True, exist_ok=True)

@@ -115,9 +115,8 @@ def test_the_cache_never_answers_one_method_with_another(tiny_llama, text_file, 
             else:
                 assert not torch.allclose(seen[first], seen[second], atol=1e-4), (first, second)
     # A new process-like cache reads each method's own entry back from disk.
-    with FactorCache(tmp_path / "factors") as fresh:
-        with surgery.decomposed(tiny_llama, gamma, cache=fresh, method="svd-llm",
-                                calibration=calibration) as report:
+    with FactorCache(tmp_path / "factors") as fresh, surgery.decomposed(
+            tiny_llama, gamma, cache=fresh, method="svd-llm", calibration=calibration) as report:
             assert report.cache_hits == 2
             assert torch.equal(surgery.installed_factors(tiny_llama)[(1, "q")].reconstruct(),
                                seen[("svd-llm", calibration.key)])

@@ -29,7 +29,7 @@ def test_decompose_keep_with_svd_llm(capsys: pytest.CaptureFixture[str], tmp_pat
     assert {t["method"] for t in result["per_tensor"]} == {"svd-llm"}
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(("args", "message"), [
     (["--layers", "1", "--keep", "0"], r"--keep must be in \(0, 1\]"),
     (["--layers", "1", "--keep", "0.5", "--rank", "2"], "exclusive"),
     (["--layers", "1", "--keep", "0.5", "--method", "asvd", "--calibration-source", "/no/such.txt"],

@@ -8,8 +8,8 @@ import pytest
 
 from dse.study.definition import StudyDefinition, load_definition
 from dse.study.encoding import check_gamma, make_encoding
-from dse.study.runner import search_space_for
 from dse.study.goals import GOALS
+from dse.study.runner import search_space_for
 from space.config import DecompositionConfig, rank_for_keep
 from space.errors import InvalidConfigError
 from space.metrics import parameter_report
