@@ -137,3 +137,22 @@ def test_every_method_at_full_rank_reproduces_the_model(tiny_llama, text_file, t
             got = tiny_llama.model(tokens).logits
         assert report.method == method
     assert torch.allclose(got, expected, atol=2e-4), float((got - expected).abs().max())
+
+
+def test_a_study_evaluator_carries_its_calibration(text_file, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from dse.study.definition import StudyDefinition
+    from dse.study.runner import default_evaluator_factory, measurement_settings
+
+    monkeypatch.setenv("DSE_CACHE_DIR", str(tmp_path))
+    definition = StudyDefinition(
+        model="tiny-llama", objective="params", evaluation={"method": "svd-llm", "limit": 2},
+        calibration={"source": str(text_file), **SETTINGS})
+    evaluator = default_evaluator_factory(definition, progress=False)
+    assert evaluator.loaded.calibration is not None
+    assert evaluator.loaded.calibration.tokens == 96
+    plain = StudyDefinition(model="tiny-llama", objective="params", evaluation={"limit": 2})
+    assert measurement_settings(plain).calibration is None
+    assert measurement_settings(definition).calibration is not None
+    other = definition.model_copy(update={"calibration": CalibrationSettings(
+        source=str(text_file), sequences=3, length=32, seed=5)})
+    assert measurement_settings(other).key() != measurement_settings(definition).key()  # memo apart
