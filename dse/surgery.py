@@ -276,7 +276,9 @@ def apply(
     if calibration is not None and needing and calibration.fingerprint != loaded.fingerprint:
         raise CalibrationError("the calibration statistics belong to another model (fingerprint "
                                f"{calibration.fingerprint[:12]}, this is {loaded.fingerprint[:12]})")
-    two = bool(fold) or gamma.is_two_factor(default)
+    # γ alone decides the form, so space.metrics counts what is installed whatever the caller's
+    # default method (a calibrated default on a rank γ gets an identity core, counted as such).
+    two = bool(fold) or gamma.is_two_factor()
     fingerprint = loaded.fingerprint
 
     def obtain(pair: ResolvedPair, layer: torch.nn.Linear) -> tuple[TuckerFactors | None, bool, None, float]:
@@ -379,7 +381,7 @@ def install_factors(
         return factors[key], True, None if known is None else float(known), 0.0
 
     return _install(loaded, gamma, pairs, obtain, method=method,
-                    fold=fold or gamma.is_two_factor(method), progress=False)
+                    fold=fold or gamma.is_two_factor(), progress=False)
 
 
 def _restore(model: torch.nn.Module, originals: Mapping[str, torch.nn.Module]) -> None:

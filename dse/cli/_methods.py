@@ -72,8 +72,12 @@ def calibration_from_options(options: dict[str, Any]) -> CalibrationSettings:
 
 
 def gamma_for(layers: str, tensors: str, rank: int | None, keep: float | None,
-              n_layers: int | None = None) -> DecompositionConfig:
-    """γ from the CLI strings; ``--layers all`` needs ``n_layers`` (known after loading)."""
+              n_layers: int | None = None, method: str = "svd") -> DecompositionConfig:
+    """γ from the CLI strings; ``--layers all`` needs ``n_layers`` (known after loading).
+
+    A method other than ``svd`` is part of γ, so γ alone says which form is installed and
+    counted (two factors for keep ratios and the calibrated methods).
+    """
     from space.config import DecompositionConfig, parse_int_list, parse_tensor_list
     from space.errors import InvalidConfigError
 
@@ -88,10 +92,12 @@ def gamma_for(layers: str, tensors: str, rank: int | None, keep: float | None,
         chosen: tuple[int, ...] = tuple(range(n_layers)) if n_layers is not None else ()
     else:
         chosen = parse_int_list(layers)
+    named = None if method == "svd" else method
     if keep is not None:
         return DecompositionConfig(layers=chosen, tensors=parse_tensor_list(tensors), rank=None,
-                                   keep=keep)
-    return DecompositionConfig(layers=chosen, tensors=parse_tensor_list(tensors), rank=rank or 1)
+                                   keep=keep, method=named)
+    return DecompositionConfig(layers=chosen, tensors=parse_tensor_list(tensors), rank=rank or 1,
+                               method=named)
 
 
 def prepare_calibration(loaded: LoadedModel, gamma: DecompositionConfig, method: str,

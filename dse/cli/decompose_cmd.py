@@ -67,13 +67,13 @@ def decompose(model: str, layers: str, tensors: str, rank: int | None, keep: flo
     from space.errors import InvalidConfigError
 
     calibration = calibration_from_options(calibration_options)
-    gamma = gamma_for(layers, tensors, rank, keep, n_layers=0)
+    gamma = gamma_for(layers, tensors, rank, keep, n_layers=0, method=method)
     if out is not None:
         if gamma.is_identity and layers.strip().lower() != "all":
             raise InvalidConfigError("--out saves a decomposed model, but no --layers were given")
         saving.check_writable(out)  # fail before the slow part
     loaded = load_model(model, device=device, dtype=dtype)
-    gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers)
+    gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers, method=method)
     gamma.validate_for(loaded.spec)
     prepare_calibration(loaded, gamma, method, calibration, cache_dir=cache_dir, progress=not as_json)
     report = surgery.apply(loaded, gamma, cache=_cache(cache_dir, no_cache), method=method,
@@ -130,7 +130,7 @@ def generate(model_or_dir: str, layers: str, tensors: str, rank: int | None, kee
     from space.errors import InvalidConfigError
 
     calibration = calibration_from_options(calibration_options)
-    gamma = gamma_for(layers, tensors, rank, keep, n_layers=1)  # checks the options early
+    gamma = gamma_for(layers, tensors, rank, keep, n_layers=1, method=method)  # checks the options early
     if max_new_tokens < 1:
         raise InvalidConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     original: str | None = None
@@ -154,7 +154,7 @@ def generate(model_or_dir: str, layers: str, tensors: str, rank: int | None, kee
             original = surgery.greedy_continuation(loaded, prompt, max_new_tokens=max_new_tokens)
     else:
         loaded = load_model(model_or_dir, device=device, dtype=dtype or "float32")
-        gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers)
+        gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers, method=method)
         gamma.validate_for(loaded.spec)
         prepare_calibration(loaded, gamma, method, calibration, cache_dir=cache_dir,
                             progress=not as_json)

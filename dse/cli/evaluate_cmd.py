@@ -70,7 +70,7 @@ def evaluate(
     if limit < 1:
         raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
     calibration = calibration_from_options(calibration_options)
-    gamma = gamma_for(layers, tensors, rank, keep, n_layers=1)  # checks the options early
+    gamma = gamma_for(layers, tensors, rank, keep, n_layers=1, method=method)  # checks the options early
     from objectives.tasks import task_list as parse_tasks
 
     tasks = parse_tasks(task_list)
@@ -92,7 +92,7 @@ def evaluate(
     AccuracyObjective(tasks, limit=limit, batch_size=batch_size, data_dir=data_dir)
 
     loaded = load_model(model, device=device, dtype=dtype)
-    gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers)
+    gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers, method=method)
     gamma.validate_for(loaded.spec)
     prepare_calibration(loaded, gamma, method, calibration, cache_dir=cache_dir, progress=not as_json)
     evaluator = Evaluator(loaded, settings, progress=not as_json)
