@@ -156,3 +156,15 @@ def test_a_study_evaluator_carries_its_calibration(text_file, tmp_path, monkeypa
     other = definition.model_copy(update={"calibration": CalibrationSettings(
         source=str(text_file), sequences=3, length=32, seed=5)})
     assert measurement_settings(other).key() != measurement_settings(definition).key()  # memo apart
+
+
+def test_a_model_whose_linears_cannot_be_hooked_is_one_error(tiny_llama, text_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = surgery.decomposable_paths(tiny_llama)[(2, "up")]
+    original = tiny_llama.model.get_submodule(path)
+    surgery.set_module(tiny_llama.model, path, torch.nn.Identity())
+    try:
+        with pytest.raises(CalibrationError, match=r"not an nn.Linear; its inputs cannot be hooked"):
+            load_or_collect(tiny_llama, settings_for(text_file, seed=9), cache_dir=tmp_path,
+                            progress=False)
+    finally:
+        surgery.set_module(tiny_llama.model, path, original)
