@@ -8,7 +8,8 @@ PIQA and HellaSwag (``--limit`` documents each, the same documents for every mod
 ``--accuracy-keeps``, with the paired drop and its 95 % interval; the calibration
 seconds (one hooked pass over the WikiText-2 *validation* split) and the decomposition
 seconds of each configuration (factor cache empty at the start: the first keep ratio of
-each method decomposes, lower ratios are sliced from the cached factors).
+each method decomposes, lower ratios are sliced from the cached factors). Configurations
+are measured keep by keep (every method at 0.9 first), so a partial run is informative.
 
 Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_methods.py [--keeps 0.9,0.8,0.7,0.6]
        [--methods svd,asvd,svd-llm,feature] [--accuracy-keeps 0.9,0.8] [--limit 200]
@@ -51,6 +52,8 @@ def main() -> None:
     parser.add_argument("--ppl-tokens", type=int, default=16384)
     parser.add_argument("--sequences", type=int, default=16)
     parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--cache-dir", default=None,
+                        help="keep the calibration here (default: a temporary directory)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -78,7 +81,8 @@ def main() -> None:
     def say(text: str) -> None:
         print(text, flush=True, file=sys.stderr if args.json else sys.stdout)
 
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = args.cache_dir or temporary
         settings = CalibrationSettings(sequences=args.sequences, length=args.length)
         start = time.perf_counter()
         calibration, _ = load_or_collect(loaded, settings, cache_dir=scratch, progress=True)
@@ -86,13 +90,14 @@ def main() -> None:
         out["calibration"]["tokens"] = calibration.tokens
         say(f"calibration: {calibration.tokens} tokens of wikitext2/valid.txt in "
             f"{out['calibration']['seconds']:.1f} s (pass and write)")
-        cache = FactorCache(root=Path(scratch) / "factors", max_bytes=0)  # memory only
+        # Memory only, large enough for every method's factors at the largest keep.
+        cache = FactorCache(root=Path(scratch) / "factors", max_bytes=0, memory_bytes=8 * 1024**3)
         ppl = PerplexityObjective(max_tokens=args.ppl_tokens)
         base = ppl.measure(loaded.target())
         out["baseline_perplexity"] = base.perplexity
         say(f"baseline perplexity {base.perplexity:.2f} ({base.tokens} WikiText-2 test tokens)")
-        for method in methods:
-            for keep in _floats(args.keeps):
+        for keep in _floats(args.keeps):  # every method at one keep before the next keep
+            for method in methods:
                 gamma = DecompositionConfig(layers=tuple(range(n_layers)), keep=keep, method=method)
                 with decomposed(loaded, gamma, cache=cache, calibration=calibration) as report:
                     value = ppl.measure(loaded.target()).perplexity
