@@ -166,7 +166,7 @@ def collect(loaded: LoadedModel, settings: CalibrationSettings, key: str, *,
             (cannot be hooked), or the data is missing or too short.
     """
     import torch
-    from tqdm.auto import tqdm
+    from space.progress import progress_bar as tqdm
 
     from dse.surgery import decomposable_paths
 

@@ -152,11 +152,11 @@ def _install(
 ) -> SurgeryReport:
     """Swap in the factorized layers; on any failure (Ctrl-C included) restore the model."""
     import torch
-    from tqdm.auto import tqdm
 
     from dse.decompose import relative_error
     from dse.layers import FactorizedLinear
     from dse.methods.activation import ActivationLowRankLinear
+    from space.progress import progress_bar as tqdm
 
     spec = loaded.spec
     model = loaded.model
@@ -221,8 +221,11 @@ def _install(
         cache_misses=len(results) - hits,
     )
     if originals:
+        from dse.export.hf import refuse_plain_save
+
         loaded.originals = originals
         loaded.applied = report
+        refuse_plain_save(loaded.model)  # a plain save would reload with random weights
     return report
 
 
@@ -398,7 +401,10 @@ def undo(loaded: LoadedModel) -> bool:
     if not loaded.originals:
         loaded.applied = None
         return False
+    from dse.export.hf import allow_plain_save
+
     _restore(loaded.model, loaded.originals)
+    allow_plain_save(loaded.model)
     loaded.originals = {}
     loaded.applied = None
     return True
