@@ -166,9 +166,9 @@ def collect(loaded: LoadedModel, settings: CalibrationSettings, key: str, *,
             (cannot be hooked), or the data is missing or too short.
     """
     import torch
-    from space.progress import progress_bar as tqdm
 
     from dse.surgery import decomposable_paths
+    from space.progress import progress_bar as tqdm
 
     if loaded.originals:
         raise CalibrationError("calibrate the original model: undo the installed γ first")
