@@ -20,12 +20,14 @@ from dse.study.lifecycle import (
     SEEDS_ATTR,
     EvaluatorFactory,
     Prepared,
+    calibration_key,
     check_definition,
     default_evaluator_factory,
     ensure_baseline,
     measurement_settings,
     open_existing,
     prepare,
+    search_space_for,
     study_names,
 )
 from dse.study.processes import run_workers
@@ -39,6 +41,8 @@ __all__ = [
     "EvaluatorFactory",
     "default_evaluator_factory",
     "measurement_settings",
+    "calibration_key",
+    "search_space_for",
     "check_definition",
     "Prepared",
     "prepare",

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dse.study.claims import Claim
-from dse.study.encoding import RejectedGamma, check_gamma
 from dse.study.dashboard import gamma_attrs, record_constraint
+from dse.study.encoding import RejectedGamma, check_gamma
 from dse.study.goals import REJECTED_CONSTRAINT, constraint_value, standin_ratios
 from dse.study.memo import MemoEntry, worker_owner
 from dse.study.progress import Progress
