@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFINITION_ATTR", "BASELINE_ATTR", "SEEDS_ATTR", "HISTORY_ATTR", "EvaluatorFactory", "Prepared",
-    "measurement_settings", "calibration_key", "search_space_for", "default_evaluator_factory", "study_names", "open_existing", "check_definition",
-    "prepare", "ensure_baseline", "baseline_summary",
+    "measurement_settings", "calibration_key", "search_space_for", "default_evaluator_factory", "study_names",
+    "open_existing", "check_definition", "prepare", "ensure_baseline", "baseline_summary",
 ]
 
 logger = logging.getLogger("dse.study")
