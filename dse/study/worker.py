@@ -167,6 +167,7 @@ class Worker:
         self.p.study.enqueue_trial(params, user_attrs=attrs)
 
     def _one(self, claim: Claim) -> str:
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         budget, study, storage = self.p.tables.budget, self.p.study, self.p.storage
@@ -181,12 +182,20 @@ class Worker:
             retrying(lambda: storage.record_heartbeat(trial_id))
             if not budget.attach(claim, trial.number):
                 # A lock wait longer than the grace period: the slot was released meanwhile.
-                study.tell(trial, state=TrialState.FAIL)
-                self._requeue(retrying(lambda: storage.get_trial(trial_id)))
+                if retrying(lambda: storage.get_trial(trial_id)).state == TrialState.RUNNING:
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    self._requeue(retrying(lambda: storage.get_trial(trial_id)))
                 return _LOST
             trial.set_user_attr("worker", self.owner)  # `show` says which process runs it
             with _Heartbeat(storage, trial_id, self.p.definition.heartbeat_interval):
                 outcome = self._measure(trial, claim)
+        except UpdateFinishedTrialError:
+            # Another process's reaper failed this trial (a stall longer than the grace period)
+            # and queued its γ again: leave it, and settle the slot from the trial's state.
+            logger.warning("trial %s was failed as stale by another worker; its γ is queued again",
+                           getattr(trial, "number", "?"))
+            settle_claim(budget, claim.id, retrying(lambda: storage.get_trial(trial_id)))
+            return _LOST
         except BaseException as exc:
             self._failed(claim, trial, trial_id, exc)
             raise
