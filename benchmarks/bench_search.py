@@ -36,19 +36,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dse.study.definition import StudyDefinition  # noqa: E402
-from dse.study.encoding import (  # noqa: E402
+from dse.study.definition import StudyDefinition
+from dse.study.encoding import (
     SearchSpace,
     build_search_space,
     check_gamma,
     make_encoding,
     paper_configs,
 )
-from dse.study.goals import standin_ratios  # noqa: E402
-from dse.study.samplers import make_sampler  # noqa: E402
-from space.config import DecompositionConfig  # noqa: E402
-from space.metrics import parameter_report  # noqa: E402
-from space.presets import load_spec  # noqa: E402
+from dse.study.goals import standin_ratios
+from dse.study.samplers import make_sampler
+from space.config import DecompositionConfig
+from space.metrics import parameter_report
+from space.presets import load_spec
 
 SAMPLER_NAMES = ("tpe", "gp", "nsga2", "random")
 

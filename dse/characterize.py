@@ -40,7 +40,7 @@ _EXTRA = ("perplexity", "perplexity_ratio", "noisy", "repeats", "energy_method",
 def _rules_off() -> dict[str, bool | int]:
     from space.rules import rule_names
 
-    return {name: False for name in rule_names()}
+    return dict.fromkeys(rule_names(), False)
 
 
 def sweep_definition(

@@ -64,13 +64,14 @@ def table_iv_layer_sets(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
 def _rules_off() -> dict[str, bool | int]:
     from space.rules import rule_names
 
-    return {name: False for name in rule_names()}
+    return dict.fromkeys(rule_names(), False)
 
 
 def paper_ranks(spec: ModelSpec) -> list[tuple[str, int]]:
     """Fig. 5's ranks on this model: 1, 250 and 500 of 4096 scaled to the hidden size,
     and 25/50/75 % of the smallest tensor's full rank (one uniform rank must fit every
-    tensor, e.g. SmolLM2's 192-wide k and v), deduplicated, as ``(label, rank)``."""
+    tensor, e.g. SmolLM2's 192-wide k and v), deduplicated, as ``(label, rank)``.
+    """
     smallest = min(t.rank for t in spec.tensors)
     hidden = max(t.rank for t in spec.tensors)
     out: list[tuple[str, int]] = [("rank 1", 1)]
@@ -118,7 +119,8 @@ def spread_layers(spec: ModelSpec, count: int) -> tuple[int, ...]:
 
 def _groups_sweep(spec: ModelSpec) -> list[SweepPoint]:
     """Fig. 7: one tensor type in all layers vs all tensors in as few layers as give the
-    same parameter reduction (the nearest whole number of layers, at least one)."""
+    same parameter reduction (the nearest whole number of layers, at least one).
+    """
     points = []
     every = tuple(range(spec.n_layers))
     one_layer = parameter_report(spec, DecompositionConfig(layers=(spec.n_layers // 2,), tensors="all", rank=1))
