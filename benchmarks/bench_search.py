@@ -54,7 +54,8 @@ SAMPLER_NAMES = ("tpe", "gp", "nsga2", "random")
 
 
 def compact_space(model: str, max_layers: int) -> tuple[StudyDefinition, SearchSpace]:
-    definition = StudyDefinition(model=model, search={"max_layers": max_layers})
+    """The engine's default study space (rules, ``gaps`` encoding) with at most ``max_layers`` layers."""
+    definition = StudyDefinition.model_validate({"model": model, "search": {"max_layers": max_layers}})
     return definition, build_search_space(load_spec(model), definition)
 
 
@@ -63,7 +64,7 @@ def all_gammas(space: SearchSpace) -> list[DecompositionConfig]:
     out = []
     for n in range(space.min_layers, space.max_layers + 1):
         for layers in itertools.combinations(space.layers, n):
-            if all(b - a >= space.min_gap for a, b in zip(layers, layers[1:])):
+            if all(b - a >= space.min_gap for a, b in itertools.pairwise(layers)):
                 for tensors in space.tensor_sets:
                     for rank in space.ranks:
                         names: Any = "all" if tensors == space.spec.tensor_names else tensors
@@ -89,8 +90,9 @@ class Recorded:
     def edp_for(self, n_layers: int) -> tuple[float, bool]:
         """Stand-in EDP of n whole layers at rank 1 (every SmolLM2 layer holds as many parameters)."""
         if n_layers not in self._edp_by_n:
-            gamma = DecompositionConfig(layers=tuple(self.space.layers[: n_layers * self.space.min_gap: self.space.min_gap]),
-                                        tensors="all", rank=self.space.ranks[0])
+            step = self.space.min_gap
+            layers = tuple(self.space.layers[: n_layers * step : step])
+            gamma = DecompositionConfig(layers=layers, tensors="all", rank=self.space.ranks[0])
             self._edp_by_n[n_layers] = _edp({}, parameter_report(self.space.spec, gamma).param_reduction_pct)
         return self._edp_by_n[n_layers]
 
@@ -125,7 +127,7 @@ class ProxyTable(Recorded):
         for n in range(space.min_layers, space.max_layers + 1):
             edp, _ = self.edp_for(n)
             for layers in itertools.combinations(space.layers, n):
-                if all(b - a >= space.min_gap for a, b in zip(layers, layers[1:])):
+                if all(b - a >= space.min_gap for a, b in itertools.pairwise(layers)):
                     yield layers, sum(self.drops[layer] for layer in layers), edp
 
 
@@ -236,6 +238,7 @@ def _summary(values: list[int | None], budget: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Record the space, replay every sampler over the seeds, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--proxy", type=Path, help="a `dse characterize MODEL --sweep layers --json` output")
@@ -260,16 +263,17 @@ def main() -> None:
     model = args.measure or args.model
     definition, space = compact_space(model, args.max_layers)
     recorded: Recorded = ProxyTable(space, args.proxy) if args.proxy else MeasuredTable(space, args)
-    source = (f"additive stand-in from {args.proxy.name} (measured single-layer drops)" if args.proxy
+    values = (f"additive stand-in from {args.proxy.name} (measured single-layer drops)" if args.proxy
               else f"measured on {model}, {args.tasks} × {args.limit} documents")
     best = optimum(recorded, args.tau)
     if best["n_feasible"] == 0:
         raise SystemExit(f"no γ of the space is feasible at τ = {args.tau}")
     print(f"space: {model}, rules {', '.join(space.rules.labels())}, encoding {definition.search.encoding}, "
-          f"{space.min_layers}..{space.max_layers} layers: {best['n_gammas']} γ; values: {source}")
-    print(f"τ = {args.tau} pp: {best['n_feasible']} feasible γ; the best feasible EDP {best['best_edp']:.4f} is reached by "
-          f"{best['n_optimal']} γ (EDP: {'stand-in from the paper slopes' if args.proxy or not args.efficiency else 'measured'})")
-    results: dict[str, Any] = {"source": source, **best, "tau": args.tau, "budget": args.budget,
+          f"{space.min_layers}..{space.max_layers} layers: {best['n_gammas']} γ; values: {values}")
+    edp_source = "stand-in from the paper slopes" if args.proxy or not args.efficiency else "measured"
+    print(f"τ = {args.tau} pp: {best['n_feasible']} feasible γ; the best feasible EDP {best['best_edp']:.4f} "
+          f"is reached by {best['n_optimal']} γ (EDP: {edp_source})")
+    results: dict[str, Any] = {"source": values, **best, "tau": args.tau, "budget": args.budget,
                                "max_layers": args.max_layers, "samplers": {}}
     print(f"\n| sampler | runs that found it (of {args.seeds}) | trials to the best: median [IQR], max | "
           f"distinct γ measured by then: median | seconds |")
@@ -288,7 +292,8 @@ def main() -> None:
     results["heuristic"] = heuristic
     chosen = heuristic["chosen"]
     print("\npaper's heuristic (Table IV rows by growing reduction, the last feasible one): "
-          + (f"{chosen['label']}, drop {chosen['drop']:.2f} pp, EDP {chosen['edp']:.4f}, after {heuristic['trials']} trials"
+          + (f"{chosen['label']}, drop {chosen['drop']:.2f} pp, EDP {chosen['edp']:.4f}, "
+             f"after {heuristic['trials']} trials"
              if chosen else f"no feasible row among the {heuristic['trials']} tried"))
     print("\nthe best γ at each paper seed's reduction (as many whole layers):")
     seeds, _ = paper_configs(make_encoding(definition.search.encoding, space), limit=10)
@@ -332,7 +337,8 @@ def _figure(results: dict[str, Any], args: argparse.Namespace) -> None:
         ax.legend(fontsize=7)
     ax.axhline(args.budget + 1, color="tab:gray", ls="--", lw=0.8)
     ax.set_ylabel(f"trials to the best feasible EDP (budget {args.budget}; above the line: not found)")
-    ax.set_title(f"{results['n_gammas']} γ (1..{results['max_layers']} layers), τ = {args.tau} pp, {args.seeds} seeds", fontsize=9)
+    ax.set_title(f"{results['n_gammas']} γ (1..{results['max_layers']} layers), τ = {args.tau} pp, "
+                 f"{args.seeds} seeds", fontsize=9)
     fig.text(0.01, 0.01, f"values: {results['source']}", fontsize=6)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     args.figure.parent.mkdir(parents=True, exist_ok=True)

@@ -204,10 +204,19 @@ def characterize(
         model: a model name (``smollm2-135m``, ``tiny-llama``, an HF id or a directory).
         sweep: ``rank``, ``tensors``, ``groups``, ``layers``, ``distance``, ``case-study``
             or ``all`` (every sweep in turn, sharing measurements through the memo).
-        tasks: lm-eval tasks (a list or ``"t1,t2"``); limit: documents per task.
+        tasks: lm-eval tasks (a list or ``"t1,t2"``).
+        limit: documents per task (None: all).
         storage: database URL (default ``sqlite:///dse.db``).
         name: study name for a single sweep (default ``char-<model>-<sweep>-<hash>``).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        data_dir: benchmark data directory (default ``$DSE_DATA_DIR`` or ``../shared/data``).
+        batch_size: lm-eval batch size.
         efficiency: also measure latency, energy and memory ratios (paired ABBA runs).
+        workload: the latency/energy workload (default: the engine's).
+        workers: local worker processes per sweep.
+        progress: show progress bars.
+        evaluator_factory: ``factory(definition, progress=bool) -> Evaluator`` (tests).
 
     Returns:
         ``{"sweep": …, "points": [...], …}``: every point with its layers, tensors, rank,

@@ -27,7 +27,8 @@ _TITLES = {
 }
 _X_TITLES = {
     "rank": "pruned rank (log scale)", "tensors": "decomposed tensor type (rank 1, every layer)",
-    "groups": "tensor type (or its equal-reduction layer count)", "layers": "decomposed layer (0-based, all tensors, rank 1)",
+    "groups": "tensor type (or its equal-reduction layer count)",
+    "layers": "decomposed layer (0-based, all tensors, rank 1)",
     "distance": "distance between the five decomposed layers", "case-study": "parameter reduction (%)",
 }
 _STYLES = ("-", "--", ":", "-.")
@@ -67,7 +68,7 @@ def _series(points: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _xs(result: dict[str, Any], pts: Sequence[dict[str, Any]], offset: float = 0.0) -> list[float]:
-    """x positions; categorical sweeps shift each series a little so error bars do not overlap."""
+    """X positions; categorical sweeps shift each series a little so error bars do not overlap."""
     shift = offset if _categorical(result["sweep"]) else 0.0
     return [float(p["x"]) + shift for p in pts]
 
@@ -82,7 +83,8 @@ def _caption(result: dict[str, Any]) -> str:
     command = (f"dse characterize {result['model']} --sweep {result['sweep']} --tasks {','.join(result['tasks'])}"
                + (f" --limit {limit}" if limit else "")
                + ("" if any(p.get("latency_ratio") is not None for p in measured) else " --no-efficiency"))
-    return (f"{result['model']} ({base.get('params') or '?'} parameters), {docs}, device {result.get('device', 'cpu')}, "
+    device = result.get("device", "cpu")
+    return (f"{result['model']} ({base.get('params') or '?'} parameters), {docs}, device {device}, "
             f"{energy_text}; {len(measured)}/{len(result['points'])} points measured; error bars: 95 % intervals\n"
             f"{command}")
 
@@ -98,9 +100,10 @@ def _accuracy_panel(ax: Any, result: dict[str, Any], styles: dict[str, str]) -> 
             if not pts:
                 continue
             ys = [p["per_task"][task]["accuracy"] for p in pts]
-            cis = [p["per_task"][task]["accuracy_ci"] or [y, y] for p, y in zip(pts, ys)]
-            err = [[y - c[0] for y, c in zip(ys, cis)], [c[1] - y for y, c in zip(ys, cis)]]
-            ax.errorbar(_xs(result, pts, 0.12 * k), ys, yerr=err, color=color, ls=style, marker="o", ms=3, capsize=2, lw=1,
+            cis = [p["per_task"][task]["accuracy_ci"] or [y, y] for p, y in zip(pts, ys, strict=False)]
+            err = [[y - c[0] for y, c in zip(ys, cis, strict=False)], [c[1] - y for y, c in zip(ys, cis, strict=False)]]
+            ax.errorbar(_xs(result, pts, 0.12 * k), ys, yerr=err, color=color, ls=style, marker="o", ms=3,
+                        capsize=2, lw=1,
                         label=task_title(task) if series == next(iter(styles)) else None)
         if task in base:
             ax.axhline(base[task], color=color, ls=":", lw=1)
@@ -120,8 +123,9 @@ def _metric_panel(ax: Any, result: dict[str, Any], styles: dict[str, str], key: 
         cis = [p.get(ci_key) for p in pts]
         err = None
         if all(c and c[0] is not None and c[1] is not None for c in cis):
-            err = [[y - c[0] for y, c in zip(ys, cis)], [c[1] - y for y, c in zip(ys, cis)]]  # type: ignore[index]
-        ax.errorbar(_xs(result, pts, 0.12 * k), ys, yerr=err, ls=style, marker="o", ms=3, capsize=2, lw=1, color="black",
+            err = [[y - c[0] for y, c in zip(ys, cis, strict=False)], [c[1] - y for y, c in zip(ys, cis, strict=False)]]  # type: ignore[index]
+        ax.errorbar(_xs(result, pts, 0.12 * k), ys, yerr=err, ls=style, marker="o", ms=3, capsize=2, lw=1,
+                    color="black",
                     label=series if len(styles) > 1 else None)
         drew = True
     baseline = {"accuracy_drop_pp": 0.0, "param_reduction_pct": 0.0}.get(key, 1.0)
@@ -155,7 +159,7 @@ def write_sweep_plots(result: dict[str, Any], out_dir: str | Path, *, dpi: int =
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows + 0.6), squeeze=False)
     flat = [ax for row in axes for ax in row]
     _accuracy_panel(flat[0], result, styles)
-    for ax, (key, title) in zip(flat[1:], panels):
+    for ax, (key, title) in zip(flat[1:], panels, strict=False):
         _metric_panel(ax, result, styles, key, title)
     for ax in flat[n:]:
         ax.set_visible(False)

@@ -55,7 +55,9 @@ def table_iv_layer_sets(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
     from dse.study.definition import StudyDefinition
     from dse.study.encoding import PAPER_TABLE_IV, FullEncoding, build_search_space, paper_configs
 
-    definition = StudyDefinition(model=spec.name, rules=_rules_off(), search={"paper_seeds": 0, "encoding": "full"})
+    definition = StudyDefinition.model_validate(
+        {"model": spec.name, "rules": _rules_off(), "search": {"paper_seeds": 0, "encoding": "full"}}
+    )
     space = build_search_space(spec, definition)
     taken, _ = paper_configs(FullEncoding(space), limit=len(PAPER_TABLE_IV))
     return [(config.label.split(" {")[0].removeprefix("Table IV "), tuple(config.gamma.layers)) for config in taken]
@@ -68,9 +70,11 @@ def _rules_off() -> dict[str, bool | int]:
 
 
 def paper_ranks(spec: ModelSpec) -> list[tuple[str, int]]:
-    """Fig. 5's ranks on this model: 1, 250 and 500 of 4096 scaled to the hidden size,
-    and 25/50/75 % of the smallest tensor's full rank (one uniform rank must fit every
-    tensor, e.g. SmolLM2's 192-wide k and v), deduplicated, as ``(label, rank)``.
+    """Fig. 5's ranks on this model, as ``(label, rank)``, deduplicated.
+
+    Rank 1; 250 and 500 of 4096 scaled to the hidden size; and 25/50/75 % of the smallest
+    tensor's full rank (one uniform rank must fit every tensor, e.g. SmolLM2's 192-wide
+    k and v).
     """
     smallest = min(t.rank for t in spec.tensors)
     hidden = max(t.rank for t in spec.tensors)
@@ -118,8 +122,10 @@ def spread_layers(spec: ModelSpec, count: int) -> tuple[int, ...]:
 
 
 def _groups_sweep(spec: ModelSpec) -> list[SweepPoint]:
-    """Fig. 7: one tensor type in all layers vs all tensors in as few layers as give the
-    same parameter reduction (the nearest whole number of layers, at least one).
+    """Fig. 7: one tensor type in all layers vs all tensors in equally few layers.
+
+    The few layers give the same parameter reduction (the nearest whole number of
+    layers, at least one), spread like Table IV's rows.
     """
     points = []
     every = tuple(range(spec.n_layers))

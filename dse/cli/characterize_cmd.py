@@ -40,7 +40,8 @@ def _print_sweep(result: dict[str, Any]) -> None:
     for p in result["points"]:
         per_task = p.get("per_task") or {}
         accs = [_fmt(per_task[t]["accuracy"], 3) if t in per_task else "—" for t in tasks]
-        rows.append([p["label"], ",".join(map(str, p["layers"])) if len(p["layers"]) <= 12 else f"{len(p['layers'])} layers",
+        layers = ",".join(map(str, p["layers"])) if len(p["layers"]) <= 12 else f"{len(p['layers'])} layers"
+        rows.append([p["label"], layers,
                      ",".join(p["tensors"]) if len(p["tensors"]) < 7 else "all", p["rank"],
                      _fmt(p["param_reduction_pct"], 1), _drop(p), *accs, _fmt(p.get("latency_ratio"), 3),
                      _fmt(p.get("energy_ratio"), 3), _fmt(p.get("memory_ratio"), 3)])
@@ -79,6 +80,7 @@ def _print_sweep(result: dict[str, Any]) -> None:
 def characterize(model: str, sweep: str, tasks: str | None, limit: int | None, storage: str | None,
                  name: str | None, device: str, dtype: str, data_dir: str | None, batch_size: int,
                  no_efficiency: bool, workers: int, plots_dir: Path | None, quiet: bool, as_json: bool) -> None:
+    """Parse, call :func:`dse.characterize.characterize`, print (and plot)."""
     from dse.characterize import DEFAULT_TASKS
     from dse.characterize import characterize as run
     from space.errors import InvalidConfigError
