@@ -99,6 +99,7 @@ def wilson_interval(accuracy: float, n: int, confidence: float = 0.95) -> list[f
 
     if n <= 0:
         return None
+    accuracy = min(1.0, max(0.0, accuracy))
     z = float(norm.ppf(0.5 + confidence / 2))
     centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)

@@ -96,12 +96,15 @@ def _accuracy_panel(ax: Any, result: dict[str, Any], styles: dict[str, str]) -> 
     for i, task in enumerate(result["tasks"]):
         color = colors[i % len(colors)]
         for k, (series, style) in enumerate(styles.items()):
-            pts = [p for p in result["points"] if p["series"] == series and p.get("measured") and task in p["per_task"]]
+            pts = sorted((p for p in result["points"]
+                          if p["series"] == series and p.get("measured") and task in p["per_task"]),
+                         key=lambda p: p["x"])
             if not pts:
                 continue
             ys = [p["per_task"][task]["accuracy"] for p in pts]
             cis = [p["per_task"][task]["accuracy_ci"] or [y, y] for p, y in zip(pts, ys, strict=False)]
-            err = [[y - c[0] for y, c in zip(ys, cis, strict=False)], [c[1] - y for y, c in zip(ys, cis, strict=False)]]
+            err = [[max(0.0, y - c[0]) for y, c in zip(ys, cis, strict=True)],
+                   [max(0.0, c[1] - y) for y, c in zip(ys, cis, strict=True)]]
             ax.errorbar(_xs(result, pts, 0.12 * k), ys, yerr=err, color=color, ls=style, marker="o", ms=3,
                         capsize=2, lw=1,
                         label=task_title(task) if series == next(iter(styles)) else None)
@@ -115,7 +118,8 @@ def _accuracy_panel(ax: Any, result: dict[str, Any], styles: dict[str, str]) -> 
 def _metric_panel(ax: Any, result: dict[str, Any], styles: dict[str, str], key: str, title: str) -> bool:
     drew = False
     for k, (series, style) in enumerate(styles.items()):
-        pts = [p for p in result["points"] if p["series"] == series and p.get(key) is not None]
+        pts = sorted((p for p in result["points"] if p["series"] == series and p.get(key) is not None),
+                     key=lambda p: p["x"])
         if not pts:
             continue
         ys = [float(p[key]) for p in pts]
@@ -123,7 +127,8 @@ def _metric_panel(ax: Any, result: dict[str, Any], styles: dict[str, str], key: 
         cis = [p.get(ci_key) for p in pts]
         err = None
         if all(c and c[0] is not None and c[1] is not None for c in cis):
-            err = [[y - c[0] for y, c in zip(ys, cis, strict=False)], [c[1] - y for y, c in zip(ys, cis, strict=False)]]  # type: ignore[index]
+            err = [[max(0.0, y - c[0]) for y, c in zip(ys, cis, strict=True)],
+                   [max(0.0, c[1] - y) for y, c in zip(ys, cis, strict=True)]]  # type: ignore[index]
         ax.errorbar(_xs(result, pts, 0.12 * k), ys, yerr=err, ls=style, marker="o", ms=3, capsize=2, lw=1,
                     color="black",
                     label=series if len(styles) > 1 else None)
