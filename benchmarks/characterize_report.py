@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dse.characterize_plots import task_title, write_sweep_plots  # noqa: E402
+from dse.characterize_plots import task_title, write_sweep_plots
 
 ARC = "dse_arc_easy"
 
@@ -146,7 +146,8 @@ def check_tensors(result: dict[str, Any]) -> list[str]:
         highs = [_ci(p)[2] for p in got]
         overlap = max(lows) <= min(highs)
         out.append(f"- Obs. 1, {group}: " + ", ".join(f"{p['tensors'][0]} {_fmt(p)}" for p in got)
-                   + f" pp → {'holds (all intervals share a value)' if overlap else 'does not hold (two intervals are apart)'}.")
+                   + " pp → " + ("holds (all intervals share a value)" if overlap
+                                 else "does not hold (two intervals are apart)") + ".")
     return out
 
 
@@ -162,7 +163,8 @@ def check_groups(result: dict[str, Any]) -> list[str]:
         if q is None:
             continue
         out.append(f"- Obs. 2, {name} in all layers ({p['param_reduction_pct']:.1f} %): {_fmt(p)} pp vs all tensors "
-                   f"in {len(q['layers'])} layer(s) ({q['param_reduction_pct']:.1f} %): {_fmt(q)} pp → {verdict(p, q)}.")
+                   f"in {len(q['layers'])} layer(s) ({q['param_reduction_pct']:.1f} %): {_fmt(q)} pp "
+                   f"→ {verdict(p, q)}.")
     return out or ["- Obs. 2: not measured yet."]
 
 
@@ -175,10 +177,11 @@ def check_rank(result: dict[str, Any]) -> list[str]:
             continue
         drops = [p["accuracy_drop_pp"] for p in pts]
         overlap = max(_ci(p)[1] for p in pts) <= min(_ci(p)[2] for p in pts)
+        spread = max(drops) - min(drops)
+        state = ("holds" if spread <= 1.5 else "not decided (intervals overlap)" if overlap
+                 else "does not hold (two intervals are apart)")
         out.append(f"- Fig. 5, {series}: drops " + ", ".join(f"r={p['rank']}: {p['accuracy_drop_pp']:.1f}" for p in pts)
-                   + f" pp; spread {max(drops) - min(drops):.1f} pp (paper: ≤ 1.5 %) → "
-                   + ("holds" if max(drops) - min(drops) <= 1.5 else
-                      "not decided (intervals overlap)" if overlap else "does not hold (two intervals are apart)") + ".")
+                   + f" pp; spread {spread:.1f} pp (paper: ≤ 1.5 %) → {state}.")
     return out or ["- Fig. 5: not measured yet."]
 
 
@@ -196,7 +199,8 @@ def check_case_study(result: dict[str, Any]) -> list[str]:
             out.append("- ARC-Easy pp lost per 1 % of parameters below 10 % (paper 7.4): " + "; ".join(
                 f"{p['label']} ({p['param_reduction_pct']:.1f} %): {s:.2f} [{lo:.2f}, {hi:.2f}]"
                 for p, s, lo, hi in zip(small, slopes, lows, highs, strict=True))
-                + f" → {'consistent (7.4 inside every interval)' if inside else 'does not hold (7.4 outside an interval)'}.")
+                + " → " + ("consistent (7.4 inside every interval)" if inside
+                           else "does not hold (7.4 outside an interval)") + ".")
     for key, name in (("latency_ratio", "latency"), ("energy_ratio", "energy"), ("memory_ratio", "memory")):
         xs = [p["param_reduction_pct"] for p in pts if p.get(key) is not None]
         ys = [100 * (1 - p[key]) for p in pts if p.get(key) is not None]
