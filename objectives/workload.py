@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from objectives.devices import check_device
 from space.errors import InvalidConfigError
 
 if TYPE_CHECKING:
@@ -77,28 +78,6 @@ def _one_line(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "workload"
         parts.append(f"workload {where}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(parts)
-
-
-def check_device(device: str) -> None:
-    """Refuse a CUDA device where there is none, in one line, before any work starts.
-
-    Raises:
-        InvalidConfigError: ``device`` is neither ``cpu`` nor a CUDA device that exists.
-    """
-    import torch
-
-    kind, _, index = device.partition(":")
-    if kind == "cpu" and not index:
-        return
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise InvalidConfigError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise InvalidConfigError(f"device {device!r} asked for, but no CUDA device is available: use --device cpu")
-    if index and int(index) >= torch.cuda.device_count():
-        raise InvalidConfigError(
-            f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s), cuda:0 .. "
-            f"cuda:{torch.cuda.device_count() - 1}"
-        )
 
 
 def synchronize(device: str) -> None:
