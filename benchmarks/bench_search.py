@@ -56,7 +56,10 @@ SAMPLER_NAMES = ("tpe", "gp", "nsga2", "random")
 def compact_space(model: str, max_layers: int) -> tuple[StudyDefinition, SearchSpace]:
     """The engine's default study space (rules, ``gaps`` encoding) with at most ``max_layers`` layers."""
     definition = StudyDefinition.model_validate({"model": model, "search": {"max_layers": max_layers}})
-    return definition, build_search_space(load_spec(model), definition)
+    search = definition.search
+    space = build_search_space(load_spec(model), definition.rules, min_layers=search.min_layers,
+                               max_layers=search.max_layers, max_rank=search.max_rank)
+    return definition, space
 
 
 def all_gammas(space: SearchSpace) -> list[DecompositionConfig]:

@@ -55,7 +55,7 @@ def _load(json_dir: Path, sweep: str) -> dict[str, Any] | None:
     path = json_dir / f"characterize-{sweep}.json"
     if not path.exists() or not path.stat().st_size:
         return None
-    return json.loads(path.read_text())  # type: ignore[no-any-return]
+    return json.loads(path.read_text())
 
 
 def _table(result: dict[str, Any]) -> list[str]:

@@ -95,12 +95,12 @@ def sweep_definition(
 
 def wilson_interval(accuracy: float, n: int, confidence: float = 0.95) -> list[float] | None:
     """Wilson score interval of a proportion measured on ``n`` documents (None for n = 0)."""
-    from scipy.stats import norm
+    from statistics import NormalDist
 
     if n <= 0:
         return None
     accuracy = min(1.0, max(0.0, accuracy))
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return [max(0.0, centre - half), min(1.0, centre + half)]
@@ -113,8 +113,8 @@ def _point_row(point: SweepPoint, sweep: str, spec: ModelSpec, row: dict[str, An
     gamma = point.gamma.canonical(spec)
     out: dict[str, Any] = {
         "sweep": sweep, "series": point.series, "x": point.x, "label": point.label,
-        "layers": list(gamma["layers"]),  # type: ignore[call-overload]
-        "tensors": list(gamma["tensors"]),  # type: ignore[call-overload]
+        "layers": list(gamma["layers"]),
+        "tensors": list(gamma["tensors"]),
         "rank": gamma["rank"],
         "param_reduction_pct": parameter_report(spec, point.gamma).param_reduction_pct,
         "measured": row is not None,

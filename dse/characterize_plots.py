@@ -128,7 +128,7 @@ def _metric_panel(ax: Any, result: dict[str, Any], styles: dict[str, str], key: 
         err = None
         if all(c and c[0] is not None and c[1] is not None for c in cis):
             err = [[max(0.0, y - c[0]) for y, c in zip(ys, cis, strict=True)],
-                   [max(0.0, c[1] - y) for y, c in zip(ys, cis, strict=True)]]  # type: ignore[index]
+                   [max(0.0, c[1] - y) for y, c in zip(ys, cis, strict=True)]]
         ax.errorbar(_xs(result, pts, 0.12 * k), ys, yerr=err, ls=style, marker="o", ms=3, capsize=2, lw=1,
                     color="black",
                     label=series if len(styles) > 1 else None)

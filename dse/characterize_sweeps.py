@@ -52,21 +52,12 @@ def table_iv_layer_sets(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
     Uses the study engine's scaling with no rule in force (the paper's rows as printed,
     moved onto this model's layers), so the case study and the seeded studies agree.
     """
-    from dse.study.definition import StudyDefinition
     from dse.study.encoding import PAPER_TABLE_IV, FullEncoding, build_search_space, paper_configs
+    from space.rules import RuleSet
 
-    definition = StudyDefinition.model_validate(
-        {"model": spec.name, "rules": _rules_off(), "search": {"paper_seeds": 0, "encoding": "full"}}
-    )
-    space = build_search_space(spec, definition)
+    space = build_search_space(spec, RuleSet.off())
     taken, _ = paper_configs(FullEncoding(space), limit=len(PAPER_TABLE_IV))
     return [(config.label.split(" {")[0].removeprefix("Table IV "), tuple(config.gamma.layers)) for config in taken]
-
-
-def _rules_off() -> dict[str, bool | int]:
-    from space.rules import rule_names
-
-    return dict.fromkeys(rule_names(), False)
 
 
 def paper_ranks(spec: ModelSpec) -> list[tuple[str, int]]:

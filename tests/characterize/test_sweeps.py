@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from dse.characterize_sweeps import SWEEP_NAMES, paper_ranks, sweep_points, table_iv_layer_sets
-from dse.study.definition import StudyDefinition
 from dse.study.encoding import FullEncoding, build_search_space, paper_configs
 from space.errors import UnknownNameError
 from space.metrics import parameter_report
@@ -34,10 +33,8 @@ def test_distance_sweep_is_five_layers_from_layer_2() -> None:
 
 def test_case_study_is_the_engines_table_iv_scaling() -> None:
     """The same scaling as the studies' seeds: the engine's paper_configs, rules off."""
-    definition = StudyDefinition(model="smollm2-135m", rules={"rank-one": False, "skip-early": False,
-                                                             "min-distance": False, "whole-layers": False},
-                                 search={"encoding": "full", "paper_seeds": 0})
-    taken, _ = paper_configs(FullEncoding(build_search_space(SMOL, definition)), limit=10)
+    rules = {"rank-one": False, "skip-early": False, "min-distance": False, "whole-layers": False}
+    taken, _ = paper_configs(FullEncoding(build_search_space(SMOL, rules)), limit=10)
     assert [layers for _, layers in table_iv_layer_sets(SMOL)] == [c.gamma.layers for c in taken]
     points = sweep_points(SMOL, "case-study")
     assert points[1].gamma.layers == (2, 16, 29)  # the paper's {3, 18, 32}, 1-based, on 30 layers
