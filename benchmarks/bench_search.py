@@ -53,9 +53,17 @@ from space.presets import load_spec
 SAMPLER_NAMES = ("tpe", "gp", "nsga2", "random")
 
 
-def compact_space(model: str, max_layers: int) -> tuple[StudyDefinition, SearchSpace]:
-    """The engine's default study space (rules, ``gaps`` encoding) with at most ``max_layers`` layers."""
-    definition = StudyDefinition.model_validate({"model": model, "search": {"max_layers": max_layers}})
+def compact_space(model: str, max_layers: int, rules: list[str]) -> tuple[StudyDefinition, SearchSpace]:
+    """The engine's default study space (rules, ``gaps`` encoding) with at most ``max_layers`` layers.
+
+    ``rules`` (``NAME=VALUE`` or ``NAME=off``) change the default rules, as ``--rule`` does.
+    """
+    from space.rules import RuleSet
+
+    start = RuleSet(rules=dict(StudyDefinition().rules))
+    parsed = RuleSet.parse(rules, start=start).rules if rules else start.rules
+    chosen = {name: (True if value is None else value) for name, value in parsed.items()}
+    definition = StudyDefinition.model_validate({"model": model, "rules": chosen, "search": {"max_layers": max_layers}})
     search = definition.search
     space = build_search_space(load_spec(model), definition.rules, min_layers=search.min_layers,
                                max_layers=search.max_layers, max_rank=search.max_rank)
@@ -138,7 +146,7 @@ class MeasuredTable(Recorded):
     """Every γ of the space measured once through the engine (a study of fixed γ, memoized)."""
 
     def __init__(self, space: SearchSpace, args: argparse.Namespace) -> None:
-        from dse.characterize import sweep_definition
+        from dse.characterize_api import sweep_definition
         from dse.characterize_runs import run_fixed_points
         from dse.characterize_sweeps import SweepPoint
 
@@ -251,7 +259,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--storage", default="sqlite:///bench_search.db")
     parser.add_argument("--efficiency", action="store_true", help="measure latency/energy (else stand-in EDP)")
-    parser.add_argument("--max-layers", type=int, default=2)
+    parser.add_argument("--max-layers", type=int, default=3)
+    parser.add_argument("--rule", action="append", default=[], metavar="NAME=VALUE",
+                        help="change a default rule, e.g. skip-late=12 (repeatable)")
     parser.add_argument("--tau", type=float, default=4.0)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--budget", type=int, default=120)
@@ -264,7 +274,7 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     model = args.measure or args.model
-    definition, space = compact_space(model, args.max_layers)
+    definition, space = compact_space(model, args.max_layers, args.rule)
     recorded: Recorded = ProxyTable(space, args.proxy) if args.proxy else MeasuredTable(space, args)
     values = (f"additive stand-in from {args.proxy.name} (measured single-layer drops)" if args.proxy
               else f"measured on {model}, {args.tasks} × {args.limit} documents")

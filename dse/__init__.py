@@ -33,7 +33,7 @@ _LAZY = {
     "save_decomposed": "dse.saving:save_decomposed",
     "run_study": "dse.study.api:run_study",
     "load_study": "dse.study.api:load_study",
-    "characterize": "dse.characterize:characterize",
+    "characterize": "dse.characterize_api:characterize",
     "FactorCache": "dse.cache:FactorCache",
     "FactorizedLinear": "dse.layers:FactorizedLinear",
     "TuckerFactors": "dse.decompose:TuckerFactors",

@@ -1,6 +1,6 @@
 """``dse characterize``: the paper's sweeps (Figs. 5–11) on a model, as resumable studies.
 
-Thin: parse the flags, call :func:`dse.characterize.characterize`, print a table (or with
+Thin: parse the flags, call :func:`dse.characterize`, print a table (or with
 ``--json`` exactly one JSON object), and write the sweep's figures when asked.
 """
 
@@ -80,9 +80,9 @@ def _print_sweep(result: dict[str, Any]) -> None:
 def characterize(model: str, sweep: str, tasks: str | None, limit: int | None, storage: str | None,
                  name: str | None, device: str, dtype: str, data_dir: str | None, batch_size: int,
                  no_efficiency: bool, workers: int, plots_dir: Path | None, quiet: bool, as_json: bool) -> None:
-    """Parse, call :func:`dse.characterize.characterize`, print (and plot)."""
-    from dse.characterize import DEFAULT_TASKS
-    from dse.characterize import characterize as run
+    """Parse, call :func:`dse.characterize`, print (and plot)."""
+    from dse.characterize_api import DEFAULT_TASKS
+    from dse.characterize_api import characterize as run
     from space.errors import InvalidConfigError
 
     if limit is not None and limit < 1:

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from study_fakes import FakeEvaluator
 
-from dse.characterize import characterize, wilson_interval
+from dse.characterize_api import characterize, wilson_interval
 from dse.characterize_sweeps import sweep_points
 from dse.study.api import load_study
 from dse.study.definition import StudyDefinition
@@ -122,6 +122,12 @@ def test_bad_requests_fail_before_anything_is_written(storage_url: str, tmp_path
     with pytest.raises(DseError, match=message):
         _run(storage_url, **kwargs)
     assert not (tmp_path / "char.db").exists() or not optuna.get_all_study_names(storage_url)
+
+
+def test_the_package_exposes_the_function() -> None:
+    import dse
+
+    assert dse.characterize is characterize  # not shadowed by a submodule of the same name
 
 
 def test_wilson_interval() -> None:
