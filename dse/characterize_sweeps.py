@@ -6,7 +6,7 @@ on that line). Pure Python on the spec: nothing here loads a model or opens a da
 so ``dse characterize --help`` and the tests of the point lists stay cheap.
 
 The layer sets of the paper (Llama-2-7B, 32 layers, 1-based) are scaled to the model's
-depth by the engine's own Table IV scaling (:func:`dse.study.encoding.paper_configs`),
+depth by the engine's own Table IV scaling (:func:`space.paper.scale_paper_layers`),
 never by a copy of it.
 """
 
@@ -49,15 +49,18 @@ def _point(gamma: DecompositionConfig, series: str, x: float, label: str) -> Swe
 def table_iv_layer_sets(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
     """Every Table IV row scaled to ``spec``'s depth: ``(paper label, 0-based layers)``.
 
-    Uses the study engine's scaling with no rule in force (the paper's rows as printed,
-    moved onto this model's layers), so the case study and the seeded studies agree.
+    The engine's own scaling (:func:`space.paper.scale_paper_layers`, as the studies'
+    seeds use it), over every layer: the paper's rows as printed, moved onto this model.
+    Rows that land on a layer set already listed (shallow models) are left out.
     """
-    from dse.study.encoding import PAPER_TABLE_IV, FullEncoding, build_search_space, paper_configs
-    from space.rules import RuleSet
+    from space.paper import PAPER_TABLE_IV, scale_paper_layers
 
-    space = build_search_space(spec, RuleSet.off())
-    taken, _ = paper_configs(FullEncoding(space), limit=len(PAPER_TABLE_IV))
-    return [(config.label.split(" {")[0].removeprefix("Table IV "), tuple(config.gamma.layers)) for config in taken]
+    out: list[tuple[str, tuple[int, ...]]] = []
+    for label, layers in PAPER_TABLE_IV:
+        scaled = scale_paper_layers(layers, spec.n_layers)
+        if all(scaled != seen for _, seen in out):
+            out.append((label, scaled))
+    return out
 
 
 def paper_ranks(spec: ModelSpec) -> list[tuple[str, int]]:

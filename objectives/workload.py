@@ -14,7 +14,7 @@ included), never stops early at an end-of-sequence token, and runs exactly
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -150,7 +150,13 @@ def run_workload(target: EvalTarget, workload: Workload, *, input_ids: torch.Ten
     greedy_decode(target, workload, input_ids=input_ids)
 
 
-def greedy_decode(target: EvalTarget, workload: Workload, *, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+def greedy_decode(
+    target: EvalTarget,
+    workload: Workload,
+    *,
+    input_ids: torch.Tensor | None = None,
+    after_prefill: Callable[[], object] | None = None,
+) -> torch.Tensor:
     """The pass of :func:`run_workload`, returning the ``decode_tokens + 1`` tokens it chose.
 
     The prefill's logits choose the first new token and each of the ``decode_tokens``
@@ -159,6 +165,8 @@ def greedy_decode(target: EvalTarget, workload: Workload, *, input_ids: torch.Te
     returns no ``past_key_values`` (caching disabled or not supported) is decoded by
     feeding the whole sequence each step, which is what such a model costs; one that
     returns no ``logits`` (an encoder) runs the prefill only and returns no tokens.
+    ``after_prefill`` is called between the prefill and the first decode step (a
+    benchmark reads its clock there to time the two phases apart).
     """
     import torch
 
@@ -171,6 +179,8 @@ def greedy_decode(target: EvalTarget, workload: Workload, *, input_ids: torch.Te
             return ids[:, :0]
         past = getattr(out, "past_key_values", None)
         chosen = [logits[:, -1:, :].argmax(dim=-1)]
+        if after_prefill is not None:
+            after_prefill()
         sequence = ids
         for _ in range(workload.decode_tokens):
             if past is not None:

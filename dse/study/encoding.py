@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from space.config import DecompositionConfig
 from space.errors import InvalidConfigError
+from space.paper import PAPER_TABLE_IV, scale_paper_layers
 from space.registry import Registry
 from space.rules import (
     RuleSet,
@@ -439,22 +440,6 @@ def make_encoding(name: str, space: SearchSpace) -> Encoding:
     return ENCODINGS.get(name)(space)
 
 
-# Table IV of the paper (Llama-2-7B, 32 layers, 1-based layer numbers), by reduction.
-PAPER_TABLE_IV: tuple[tuple[str, tuple[int, ...]], ...] = (
-    ("6%", (3, 30)),
-    ("9%", (3, 18, 32)),
-    ("15%", (3, 9, 15, 21, 27)),
-    ("21%", (5, 9, 13, 17, 21, 25, 29)),
-    ("33%", (3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 32)),
-    ("48%", tuple(range(1, 32, 2))),
-    ("60%", (2, 4, 6, 8, 10, *range(11, 20), 21, 23, 25, 27, 29, 31)),
-    ("75%", (2, 4, 6, 8, 10, *range(11, 31))),
-    ("84%", (1, 3, 5, 7, 9, *range(10, 33))),
-    ("96%", tuple(range(1, 33))),
-)
-_PAPER_DEPTH = 32
-
-
 @dataclass(frozen=True)
 class PaperConfig:
     """One Table IV row scaled to a model: its label, γ and the encoded parameters."""
@@ -467,12 +452,10 @@ class PaperConfig:
 def paper_configs(encoding: Encoding, *, limit: int) -> tuple[list[PaperConfig], list[str]]:
     """The first ``limit`` Table IV configurations the study can use, and why others were skipped.
 
-    Each row's 0-based layers l are scaled to the model's depth N as round(l·(N−1)/31),
-    moved into the range of layers the rules allow when they fall outside it (the paper
-    skips early layers too; on a small model its layer 3 lands on layer 0), duplicates
-    merged, with all tensors at the smallest searched rank (the paper's rank 1). Rows
-    the active rules still exclude (e.g. layers closer than min-distance), or that the
-    encoding cannot express, are skipped.
+    Each row is scaled to the model's depth by :func:`space.paper.scale_paper_layers`,
+    into the range of layers the rules allow, with all tensors at the smallest searched
+    rank (the paper's rank 1). Rows the active rules still exclude (e.g. layers closer
+    than min-distance), or that the encoding cannot express, are skipped.
     """
     space = encoding.space
     spec = space.spec
@@ -482,11 +465,7 @@ def paper_configs(encoding: Encoding, *, limit: int) -> tuple[list[PaperConfig],
     for reduction, layers_1based in PAPER_TABLE_IV:
         if len(taken) >= limit:
             break
-        low, high = space.layers[0], space.layers[-1]
-        scaled = tuple(sorted({
-            min(high, max(low, round((layer - 1) * (spec.n_layers - 1) / (_PAPER_DEPTH - 1))))
-            for layer in layers_1based
-        }))
+        scaled = scale_paper_layers(layers_1based, spec.n_layers, low=space.layers[0], high=space.layers[-1])
         label = f"Table IV {reduction} {{{','.join(str(x) for x in layers_1based)}}} -> L[{','.join(map(str, scaled))}]"
         if scaled in seen:
             continue
