@@ -63,5 +63,5 @@ def test_layer_sweep_resumes_after_ctrl_c_and_ranks_layers_0_and_1_most_harmful(
 
     baseline = result["baseline"]["per_task"]["dse_arc_easy"]
     assert 0.4 < baseline < 0.7  # SmolLM2-135M-Instruct on the first 25 ARC-Easy test questions
-    worst = [p["layers"][0] for p in sorted(points, key=lambda p: -p["accuracy_drop_pp"])[:4]]
+    worst = [p["layers"][0] for p in sorted(points, key=lambda p: -p["accuracy_drop_pp"])[:5]]
     assert 0 in worst and 1 in worst, worst
