@@ -150,8 +150,8 @@ def _point_row(point: SweepPoint, sweep: str, spec: ModelSpec, row: dict[str, An
 
 
 def _run_one(sweep: str, spec: ModelSpec, model: str, *, progress: bool, evaluator_factory: Any,
-             settings: dict[str, Any]) -> dict[str, Any]:
-    from dse.characterize_runs import run_fixed_points
+             settings: dict[str, Any], measure: bool) -> dict[str, Any]:
+    from dse.characterize_runs import run_fixed_points, stored_points
 
     points = sweep_points(spec, sweep)
     if not points:
@@ -160,8 +160,12 @@ def _run_one(sweep: str, spec: ModelSpec, model: str, *, progress: bool, evaluat
             f"e.g. 'distance' needs five layers from layer 2 at distance 1 (7 layers)"
         )
     definition = sweep_definition(model, sweep, points, spec, **settings)
-    handle, rows = run_fixed_points(definition, [p.gamma for p in points], sweep=sweep,
-                                    evaluator_factory=evaluator_factory, progress=progress)
+    if measure:
+        handle, rows = run_fixed_points(definition, [p.gamma for p in points], sweep=sweep,
+                                        evaluator_factory=evaluator_factory, progress=progress)
+    else:
+        handle, rows = stored_points(definition)
+        definition = handle.definition
     baseline = handle.baseline or {}
     return {
         "sweep": sweep,
@@ -198,6 +202,7 @@ def characterize(
     workers: int = 1,
     progress: bool = True,
     evaluator_factory: Any = None,
+    measure: bool = True,
 ) -> dict[str, Any]:
     """Measure one of the paper's sweeps (or ``all``) on ``model``; resumes what exists.
 
@@ -218,6 +223,8 @@ def characterize(
         workers: local worker processes per sweep.
         progress: show progress bars.
         evaluator_factory: ``factory(definition, progress=bool) -> Evaluator`` (tests).
+        measure: False reports what the database holds and measures nothing (the sweep's
+            study must exist; points not measured yet say ``"measured": false``).
 
     Returns:
         ``{"sweep": …, "points": [...], …}``: every point with its layers, tensors, rank,
@@ -243,7 +250,8 @@ def characterize(
                 "workload": workload, "workers": workers}
     names = SWEEP_NAMES if sweep == "all" else (sweep,)
     results = [
-        _run_one(one, spec, model, progress=progress, evaluator_factory=evaluator_factory, settings=settings)
+        _run_one(one, spec, model, progress=progress, evaluator_factory=evaluator_factory, settings=settings,
+                 measure=measure)
         for one in names
         if sweep != "all" or sweep_points(spec, one)
     ]

@@ -23,7 +23,7 @@ from space.errors import InvalidConfigError
 if TYPE_CHECKING:
     from dse.study.runner import Prepared
 
-__all__ = ["run_fixed_points", "POINT_ATTR", "POINT_HASH_ATTR"]
+__all__ = ["run_fixed_points", "stored_points", "POINT_ATTR", "POINT_HASH_ATTR"]
 
 logger = logging.getLogger("dse.characterize")
 
@@ -91,6 +91,18 @@ def _rows_by_hash(handle: StudyHandle) -> dict[str, dict[str, Any]]:
             continue
         rows[trial.user_attrs["gamma_hash"]] = dict(trial.user_attrs) | trial_row(trial)
     return rows
+
+
+def stored_points(definition: StudyDefinition) -> tuple[StudyHandle, dict[str, dict[str, Any]]]:
+    """The study's measured rows by γ hash, read only (nothing is measured or written).
+
+    Raises:
+        UnknownNameError: the study does not exist in the storage (the message lists those that do).
+    """
+    from dse.study.api import load_study
+
+    handle = load_study(definition.study_name, storage=definition.storage)
+    return handle, _rows_by_hash(handle)
 
 
 def run_fixed_points(definition: StudyDefinition, gammas: Sequence[DecompositionConfig], *, sweep: str,

@@ -75,11 +75,13 @@ def _print_sweep(result: dict[str, Any]) -> None:
 @click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")
 @click.option("--plots", "plots_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Also write the sweep's figures (PNG and SVG) into this directory.")
+@click.option("--show", is_flag=True, help="Print what the database holds; measure nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
 def characterize(model: str, sweep: str, tasks: str | None, limit: int | None, storage: str | None,
                  name: str | None, device: str, dtype: str, data_dir: str | None, batch_size: int,
-                 no_efficiency: bool, workers: int, plots_dir: Path | None, quiet: bool, as_json: bool) -> None:
+                 no_efficiency: bool, workers: int, plots_dir: Path | None, show: bool, quiet: bool,
+                 as_json: bool) -> None:
     """Parse, call :func:`dse.characterize`, print (and plot)."""
     from dse.characterize_api import DEFAULT_TASKS
     from dse.characterize_api import characterize as run
@@ -89,7 +91,7 @@ def characterize(model: str, sweep: str, tasks: str | None, limit: int | None, s
         raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
     result = run(model, sweep, tasks=tasks if tasks is not None else DEFAULT_TASKS, limit=limit, storage=storage,
                  name=name, device=device, dtype=dtype, data_dir=data_dir, batch_size=batch_size,
-                 efficiency=not no_efficiency, workers=workers, progress=not quiet)
+                 efficiency=not no_efficiency, workers=workers, progress=not quiet, measure=not show)
     if plots_dir is not None:
         from dse.characterize_plots import write_sweep_plots
 

@@ -89,6 +89,17 @@ def test_ctrl_c_then_resume_measures_every_point_exactly_once(storage_url: str) 
     assert all(p["measured"] for p in result["points"])
 
 
+def test_show_reports_the_stored_points_and_measures_nothing(storage_url: str) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _run(storage_url, factory=Factory(interrupt_on=3))
+    shown = Factory()
+    result = _run(storage_url, factory=shown, measure=False)
+    assert not shown.made
+    assert [p["measured"] for p in result["points"]] == [True, True, False, False]
+    with pytest.raises(DseError, match="unknown study"):
+        _run(storage_url, sweep="tensors", measure=False)
+
+
 def test_all_sweeps_share_measurements_through_the_memo(storage_url: str) -> None:
     factory = Factory()
     result = _run(storage_url, sweep="all", factory=factory)
