@@ -26,6 +26,7 @@ def test_layers_sweep_json_and_figures(capsys: pytest.CaptureFixture[str], stora
     code, out, err = _dse(capsys, *args, "--json", "--plots", str(tmp_path / "fig"))
     assert code == 0, err
     result = json.loads(out)
+    assert list(result)[:3] == ["schema_version", "sweep", "study"]
     assert result["sweep"] == "layers" and result["limit"] == 4 and result["tasks"] == ["dse_arc_easy"]
     points = result["points"]
     assert [p["layers"] for p in points] == [[0], [1], [2], [3]]
@@ -42,7 +43,7 @@ def test_layers_sweep_json_and_figures(capsys: pytest.CaptureFixture[str], stora
     code, out, _ = _dse(capsys, *args)
     assert code == 0 and "most harmful: layer " in out and "4 documents" in out
     code, out, _ = _dse(capsys, "study", "export", result["study"], "--storage", storage_url, "--json")
-    assert code == 0 and len([r for r in json.loads(out) if r["state"] == "COMPLETE"]) == 4
+    assert code == 0 and len([r for r in json.loads(out)["trials"] if r["state"] == "COMPLETE"]) == 4
 
 
 @pytest.mark.parametrize(("args", "message"), [
