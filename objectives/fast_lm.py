@@ -215,9 +215,9 @@ def fast_lm_class() -> type:
                     results[index] = answer
             if rows:
                 self._score_rows(rows, results)
-            for request, answer in zip(requests, results, strict=True):
-                if request[0] is not None:
-                    self.cache_hook.add_partial("loglikelihood", request[0], answer)
+            for index in sorted(set(range(len(requests))) - set(fallback)):  # HFLM noted its own
+                if requests[index][0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", requests[index][0], results[index])
             return [answer for answer in results if answer is not None]
 
         def _score_rows(self, rows: list[_Row], results: list[tuple[float, bool] | None]) -> None:
