@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dse.study.dashboard import gamma_attrs, name_objectives, record_constraint
 from dse.study.definition import StudyDefinition, definition_diff
 from dse.study.encoding import (
     Encoding,
@@ -45,7 +46,6 @@ from dse.study.encoding import (
     paper_configs,
 )
 from dse.study.goals import (
-    CONSTRAINT_KEY,
     GOALS,
     REJECTED_CONSTRAINT,
     Goal,
@@ -101,7 +101,19 @@ def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
         aggregate=ev.aggregate, workload=definition.workload, measure_latency=ev.measure_latency,
         measure_energy=ev.measure_energy, measure_memory=ev.measure_memory, chunk_size=ev.chunk_size,
         confidence=ev.confidence, method=ev.method, device=definition.device,
+        calibration=calibration_key(definition),
     )
+
+
+def calibration_key(definition: StudyDefinition) -> str | None:
+    """What the calibrated methods' factors depend on besides the model (keys the memo)."""
+    settings = definition.calibration_settings
+    if settings is None:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256(settings.source_path().read_bytes()).hexdigest()[:16]
+    return f"{digest}/{settings.model_dump_json()}"
 
 
 def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = True) -> Evaluator:
@@ -110,6 +122,14 @@ def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = T
     from dse.models import load_model
 
     loaded = load_model(definition.model, device=definition.device, dtype=definition.dtype)
+    calibration = definition.calibration_settings
+    if calibration is not None:  # once per (model, settings), shared by every worker
+        from dse.calibration_store import load_or_collect
+
+        loaded.calibration, _ = load_or_collect(loaded, calibration, progress=progress)
+    from dse.study.spectra import register
+
+    register(loaded)  # the spectrum encoding reads this model's weights, not a second copy
     return Evaluator(loaded, measurement_settings(definition), progress=progress)
 
 
@@ -178,13 +198,20 @@ def check_definition(definition: StudyDefinition) -> tuple[ModelSpec, SearchSpac
     from space.presets import load_spec
 
     spec = load_spec(definition.model)
-    search = definition.search
-    space = build_search_space(spec, definition.rules, min_layers=search.min_layers,
-                               max_layers=search.max_layers, max_rank=search.max_rank)
+    space = search_space_for(spec, definition)
     ev = definition.evaluation
     AccuracyObjective(ev.tasks, limit=ev.limit, batch_size=ev.batch_size, data_dir=ev.data_dir, show_progress=False)
     check_device(definition.device)
     return spec, space, make_encoding(definition.search.encoding, space)
+
+
+def search_space_for(spec: ModelSpec, definition: StudyDefinition) -> SearchSpace:
+    """The search space a definition's rules, bounds, methods and budget leave in ``spec``."""
+    search = definition.search
+    return build_search_space(
+        spec, definition.rules, min_layers=search.min_layers, max_layers=search.max_layers,
+        max_rank=search.max_rank, methods=definition.methods, keep_min=search.keep_min,
+        min_reduction_pct=definition.min_param_reduction_pct, model=definition.model)
 
 
 def prepare(definition: StudyDefinition, *, force: bool = False, resume_only: bool = False,
@@ -266,6 +293,7 @@ def prepare(definition: StudyDefinition, *, force: bool = False, resume_only: bo
         }))
         for line in skipped:
             logger.info("paper seed skipped: %s", line)
+    retrying(lambda: name_objectives(study, goal))
     if more_trials is not None:
         tables.set_target(name, more=more_trials)
     elif not resume_only or tables.budget(name) == (0, 0):
@@ -498,6 +526,8 @@ class Worker:
         trial.set_user_attr("gamma", gamma.canonical(spec))
         trial.set_user_attr("gamma_hash", gamma_hash)
         trial.set_user_attr("gamma_label", label)
+        for key, value in gamma_attrs(gamma.canonical(spec), spec, definition.evaluation.method).items():
+            trial.set_user_attr(key, value)
         entry = self.p.tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=definition.tau)
         if entry is not None:
             record = entry.record
@@ -522,7 +552,7 @@ class Worker:
             self.stats.early_stopped += 1
         values, standins = goal.values(record)
         constraint = constraint_value(float(record["accuracy_drop_pp"]), definition.tau)
-        trial.set_constraint(CONSTRAINT_KEY, constraint)
+        record_constraint(trial, constraint)
         for key, value in record.items():
             if key not in ("gamma", "gamma_hash", "gamma_label"):
                 trial.set_user_attr(key, value)
@@ -565,11 +595,13 @@ class Worker:
                 trial.set_user_attr("gamma", gamma.canonical(spec))
                 trial.set_user_attr("gamma_hash", gamma.hash(spec))
                 trial.set_user_attr("gamma_label", gamma.describe(spec))
+                for key, value in gamma_attrs(gamma.canonical(spec), spec).items():
+                    trial.set_user_attr(key, value)
             except InvalidConfigError:
                 pass
         estimates = standin_ratios(reduction) | {"param_reduction_pct": reduction, "accuracy_drop_pp": 100.0}
         values = [estimates[m] for m in self.p.goal.metrics]
-        trial.set_constraint(CONSTRAINT_KEY, REJECTED_CONSTRAINT)
+        record_constraint(trial, REJECTED_CONSTRAINT)
         trial.set_user_attr("rejected", True)
         trial.set_user_attr("reject_reason", reason)
         trial.set_user_attr("memoized", False)
@@ -583,7 +615,7 @@ class Worker:
     def _open_bar(self) -> None:
         if not self.progress:
             return
-        from tqdm.auto import tqdm
+        from space.progress import progress_bar as tqdm
 
         target, _ = self.p.tables.budget(self.p.definition.study_name)
         done = self.p.tables.claim_counts(self.p.definition.study_name).get("done", 0)
