@@ -73,6 +73,9 @@ def _child_worker(definition_json: str, pool: str, index: int, parent_pid: int,
         die_with_parent(parent_pid)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         from dse.evaluation import BaselineRecord
+        from space.quiet import library_warnings_once
+
+        library_warnings_once()
 
         definition = StudyDefinition.model_validate(json.loads(definition_json))
         prepared = prepare(definition, force=True, resume_only=True, pool=pool)
