@@ -125,9 +125,10 @@ def run_fixed_points(definition: StudyDefinition, gammas: Sequence[Decomposition
     try:
         waiting = _enqueue_missing(prepared, gammas, sweep)
         # The budget is what is queued: every waiting γ, nothing the sampler would invent.
-        prepared.tables.set_target(definition.study_name, more=waiting)
-        target, claimed = prepared.tables.budget(definition.study_name)
-        if claimed < target or prepared.tables.running_claims(definition.study_name) > 0:
+        budget, name = prepared.tables.budget, definition.study_name
+        if waiting:  # a pool of its own (dse.study.claims): exactly the queued γ, whoever else runs
+            prepared.pool = budget.open_pool(name, waiting)
+        if waiting:
             factory = evaluator_factory or default_evaluator_factory
             evaluator = factory(definition, progress=progress)
             baseline = ensure_baseline(prepared, evaluator)
