@@ -59,6 +59,7 @@ def one_run(model: Any, prompt_ids: Any, *, decode_steps: int) -> tuple[float, f
 
 
 def main() -> None:
+    """Parse the flags, time the configurations and print the table and fitted slope."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per model and configuration")
     parser.add_argument("--prompt-tokens", type=int, default=128)
@@ -132,7 +133,7 @@ def main() -> None:
         slope = cut / report.param_reduction_pct
         slopes.append(slope)
         points.append((report.param_reduction_pct, cut))
-        print(f"{str(list(paper_layers)):<27} {str(list(layers)):<24} {report.param_reduction_pct:>9.2f} "
+        print(f"{list(paper_layers)!s:<27} {list(layers)!s:<24} {report.param_reduction_pct:>9.2f} "
               f"{orig_total:>7.3f} {dec_total:>8.3f} {dec_total / orig_total:>6.3f} {cut:>10.2f} "
               f"{prefill_cut:>10.2f} {decode_cut:>9.2f} {slope:>11.2f}")
     # A line through the origin weights the larger (less noisy) reductions more than a mean of ratios.

@@ -140,6 +140,8 @@ class BaselineRecord(BaseModel):
 
 
 class TaskRecord(BaseModel):
+    """One task's accuracy in a trial, its baseline and the paired drop (with its interval)."""
+
     accuracy: float
     baseline_accuracy: float
     drop_pp: float

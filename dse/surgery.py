@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -358,10 +358,7 @@ def _module_factors(module: FactorizedLinear) -> TuckerFactors:
     from dse.decompose import TuckerFactors
 
     u1, u2 = module.u1.detach(), module.u2.detach()
-    if module.core is None:
-        core = torch.eye(u1.shape[1], dtype=u1.dtype, device=u1.device)
-    else:
-        core = module.core.detach()
+    core = torch.eye(u1.shape[1], dtype=u1.dtype, device=u1.device) if module.core is None else module.core.detach()
     return TuckerFactors(u1, core, u2)
 
 
@@ -414,7 +411,9 @@ def greedy_continuation(loaded: LoadedModel, prompt: str, *, max_new_tokens: int
     model.eval()
     try:
         with torch.no_grad():
-            output = model.generate(
+            # hasattr above: every generating model has ``generate`` (nn.Module's typing cannot say so).
+            generate = cast("Callable[..., torch.Tensor]", model.generate)
+            output = generate(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                 pad_token_id=pad, temperature=None, top_p=None, top_k=None,
             )

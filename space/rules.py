@@ -22,6 +22,7 @@ decompositions. Layers are 0-based.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -329,7 +330,7 @@ class RuleSet(BaseModel):
                     return Verdict(False, f"{label}: layer {layer} may not be decomposed "
                                           f"({rule.summary})")
             gap = rule.min_gap(value)
-            for low, high in zip(layers, layers[1:]):
+            for low, high in itertools.pairwise(layers):
                 if high - low < gap:
                     return Verdict(False, f"{label}: layers {low} and {high} are {high - low} "
                                           f"apart, at least {gap} required")

@@ -36,7 +36,7 @@ class TensorSpec(BaseModel):
 
     @property
     def rank(self) -> int:
-        """rank(l, k) in Def. 3: a matrix has at most min(H, W) independent rows."""
+        """The rank bound of Def. 3: a matrix has at most min(H, W) independent rows."""
         return min(self.out_features, self.in_features)
 
     @property
@@ -141,7 +141,7 @@ def spec_from_config(config: Any, name: str) -> ModelSpec:
     linear_macs = sum(
         m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)
     )
-    n_heads = getattr(config, "num_attention_heads")
+    n_heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
     return ModelSpec(
         name=name,

@@ -70,7 +70,7 @@ def evaluate(
     settings = MeasurementSettings(
         tasks=tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,
         workload=Workload(prefill_tokens=prefill, decode_tokens=decode, repeats=repeats),
-        measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,  # type: ignore[arg-type]
+        measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,
         device=device,
     )
     # Check the tasks and data before loading a model: bad input fails in a second.

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from dse.cli._common import emit_json, gamma_from_options, gamma_options, print_table, json_option
+from dse.cli._common import emit_json, gamma_from_options, gamma_options, json_option, print_table
 
 __all__ = ["space"]
 
@@ -59,7 +59,7 @@ def show(model: str, as_json: bool) -> None:
 
     spec = load_spec(model)
     layer_params = sum(t.params for t in spec.tensors)
-    tensors = [
+    tensors: list[dict[str, Any]] = [
         {
             "name": t.name,
             "path": t.path,

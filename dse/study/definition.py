@@ -129,7 +129,8 @@ class SearchSection(BaseModel):
     def _layer_bounds(self) -> SearchSection:
         if self.max_layers is not None and self.max_layers < self.min_layers:
             raise ValueError(
-                f"max_layers must be at least min_layers, got max_layers={self.max_layers} < min_layers={self.min_layers}"
+                f"max_layers must be at least min_layers, "
+                f"got max_layers={self.max_layers} < min_layers={self.min_layers}"
             )
         return self
 
@@ -152,7 +153,8 @@ class StudyDefinition(BaseModel):
     plots_dir: str | None = Field(default=None, description="Where `run` writes its plots (default plots/<name>).")
     heartbeat_interval: int = Field(default=10, ge=1, description="Seconds between a running trial's heartbeats.")
     grace_period: int | None = Field(
-        default=None, ge=1, description="Seconds without heartbeat before a RUNNING trial is failed (default 6x interval)."
+        default=None, ge=1,
+        description="Seconds without heartbeat before a RUNNING trial is failed (default 6x interval).",
     )
     rules: dict[str, bool | int] = Field(
         default_factory=lambda: {"rank-one": True, "skip-early": 2, "min-distance": 2, "whole-layers": True},
@@ -167,7 +169,8 @@ class StudyDefinition(BaseModel):
     def _valid_name(cls, value: str | None) -> str | None:
         if value is not None and not _NAME_RE.match(value):
             raise ValueError(
-                f"study name {value!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 128, no leading punctuation)"
+                f"study name {value!r} is not allowed: use letters, digits, '.', '_' or '-' "
+                f"(at most 128, no leading punctuation)"
             )
         return value
 

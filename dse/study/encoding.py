@@ -27,6 +27,7 @@ encodings.
 from __future__ import annotations
 
 import abc
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ __all__ = [
 ]
 
 
-class RejectedGamma(Exception):
+class RejectedGamma(Exception):  # noqa: N818 - a control-flow signal (pruned γ), not a user error
     """The parameters do not describe a γ the study may measure (``reason`` says why)."""
 
     def __init__(self, reason: str) -> None:
@@ -158,7 +159,8 @@ def build_search_space(spec: ModelSpec, definition: StudyDefinition) -> SearchSp
     most = _max_layers_with_gap(layers, gap)
     max_layers = min(most, search.max_layers) if search.max_layers is not None else most
     if search.min_layers > most:
-        labels = [label for label in rules.labels() if label.split("=")[0] in ("skip-early", "skip-late", "min-distance")]
+        spacing = ("skip-early", "skip-late", "min-distance")
+        labels = [label for label in rules.labels() if label.split("=")[0] in spacing]
         raise InvalidConfigError(
             f"search.min_layers = {search.min_layers} cannot be met: "
             f"{' with '.join(labels) or 'the model'} leave at most {most} decomposable layer(s) in {spec.name}"
@@ -203,7 +205,7 @@ def _rank_param(space: SearchSpace) -> list[Param]:
 def _rank_from(space: SearchSpace, params: Mapping[str, Any], tensors: Sequence[str]) -> int:
     rank = int(params["rank"]) if len(space.ranks) > 1 else space.ranks[0]
     # A rank beyond a chosen tensor's min(H, W) is clipped (the compact encodings stay valid).
-    return min(rank, min(space.spec.tensor(name).rank for name in tensors))
+    return min(rank, *(space.spec.tensor(name).rank for name in tensors))
 
 
 class Encoding(abc.ABC):
@@ -237,6 +239,8 @@ class Encoding(abc.ABC):
 
 
 class FullEncoding(Encoding):
+    """One Optuna parameter per layer and tensor and one for the rank: the paper's γ as is."""
+
     name = "full"
     by_construction = False
 
@@ -265,8 +269,8 @@ class FullEncoding(Encoding):
         form = gamma.canonical(spec)
         if not isinstance(form["rank"], int):
             return None
-        params: dict[str, Any] = {f"layer_{i}": i in form["layers"] for i in range(spec.n_layers)}  # type: ignore[operator]
-        params |= {f"tensor_{t}": t in form["tensors"] for t in spec.tensor_names}  # type: ignore[operator]
+        params: dict[str, Any] = {f"layer_{i}": i in form["layers"] for i in range(spec.n_layers)}
+        params |= {f"tensor_{t}": t in form["tensors"] for t in spec.tensor_names}
         if len(self.space.ranks) > 1:
             params["rank"] = form["rank"]
         return params
@@ -313,9 +317,9 @@ class _CompactEncoding(Encoding):
             return None
         params: dict[str, Any] = {}
         if space.max_layers > space.min_layers:
-            params["n_layers"] = len(form["layers"])  # type: ignore[arg-type]
+            params["n_layers"] = len(form["layers"])
         if len(space.tensor_sets) > 1:
-            params["tensors"] = _tensor_label(space.spec, form["tensors"])  # type: ignore[arg-type]
+            params["tensors"] = _tensor_label(space.spec, form["tensors"])
         if len(space.ranks) > 1:
             params["rank"] = form["rank"]
         return params
@@ -337,6 +341,8 @@ def _share(total: int, weights: Sequence[float]) -> list[int]:
 
 
 class GapsEncoding(_CompactEncoding):
+    """Layers placed by normalized gaps: valid by construction under the spacing rules."""
+
     name = "gaps"
 
     def params(self) -> list[Param]:
@@ -362,7 +368,7 @@ class GapsEncoding(_CompactEncoding):
         layers = sorted(gamma.layers)
         gap = self.space.min_gap
         extra = [layers[0] - self.low]
-        extra += [b - a - gap for a, b in zip(layers, layers[1:])]
+        extra += [b - a - gap for a, b in itertools.pairwise(layers)]
         extra.append(self.high - layers[-1])
         slack = sum(extra)
         weights = [e / slack if slack else 0.5 for e in extra]
@@ -372,10 +378,12 @@ class GapsEncoding(_CompactEncoding):
 
 
 class SpacingEncoding(_CompactEncoding):
+    """Layers as a first layer and an even spacing: a two-parameter, valid-by-construction γ."""
+
     name = "spacing"
 
     def params(self) -> list[Param]:
-        return self._shared_params() + [Param("first", "float", 0.0, 1.0), Param("spacing", "float", 0.0, 1.0)]
+        return [*self._shared_params(), Param("first", "float", 0.0, 1.0), Param("spacing", "float", 0.0, 1.0)]
 
     def _spacing_bounds(self, n: int) -> tuple[int, int]:
         gap = self.space.min_gap
@@ -396,7 +404,7 @@ class SpacingEncoding(_CompactEncoding):
         if params is None:
             return None
         layers = sorted(gamma.layers)
-        steps = {b - a for a, b in zip(layers, layers[1:])}
+        steps = {b - a for a, b in itertools.pairwise(layers)}
         if len(steps) > 1:
             return None  # not evenly spaced: outside this encoding
         n = len(layers)
@@ -414,6 +422,7 @@ for _cls in (FullEncoding, GapsEncoding, SpacingEncoding):
 
 
 def make_encoding(name: str, space: SearchSpace) -> Encoding:
+    """The encoding registered as ``name`` over ``space`` (unknown names list the known ones)."""
     return ENCODINGS.get(name)(space)
 
 

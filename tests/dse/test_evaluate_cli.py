@@ -15,7 +15,7 @@ DSE = [sys.executable, "-m", "dse.cli"]
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-    return subprocess.run([*DSE, *args], capture_output=True, text=True, env=full_env, timeout=600)
+    return subprocess.run([*DSE, *args], capture_output=True, text=True, env=full_env, timeout=600, check=False)
 
 
 def test_json_reports_baseline_compressed_and_drop(tmp_path: Path, data_dir: Path) -> None:

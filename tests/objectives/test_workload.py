@@ -53,7 +53,7 @@ def test_input_ids_are_seeded_and_within_the_vocabulary(tiny_target: EvalTarget)
     assert first.shape == (3, 40)
     assert first.equal(workload_input_ids(tiny_target, w))
     assert not first.equal(workload_input_ids(tiny_target, Workload(prefill_tokens=40, batch_size=3, seed=1)))
-    assert 0 <= int(first.min()) and int(first.max()) < len(tiny_target.tokenizer)
+    assert int(first.min()) >= 0 and int(first.max()) < len(tiny_target.tokenizer)
 
 
 def test_input_ids_respect_a_smaller_tokenizer(tiny_target: EvalTarget) -> None:

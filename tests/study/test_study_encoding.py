@@ -82,7 +82,7 @@ def _all_layer_sets(space) -> set[tuple[int, ...]]:  # type: ignore[no-untyped-d
     found = set()
     for n in range(space.min_layers, space.max_layers + 1):
         for combo in itertools.combinations(space.layers, n):
-            if all(b - a >= space.min_gap for a, b in zip(combo, combo[1:])):
+            if all(b - a >= space.min_gap for a, b in itertools.pairwise(combo)):
                 found.add(combo)
     return found
 
