@@ -69,7 +69,7 @@ def simulate(mode: str, true_drop_pp: float, *, tau: float, confidence: float, r
         raise SystemExit(f"true drop {true_drop_pp} pp does not fit a discordance of {discordance}")
     draws = rng.choice(np.array([1.0, -1.0, 0.0]), size=(replications, planned), p=[*probs, 1.0 - sum(probs)])
     sums, squares = np.cumsum(draws, axis=1), np.cumsum(draws * draws, axis=1)
-    looks = list(range(chunk, planned, chunk)) + [planned]
+    looks = [*range(chunk, planned, chunk), planned]
     stops = feasible = 0
     docs = 0
     uncorrected = mode == "uncorrected"
@@ -79,9 +79,11 @@ def simulate(mode: str, true_drop_pp: float, *, tau: float, confidence: float, r
         for n in looks:
             stats = _stats(float(sums[r, n - 1]), float(squares[r, n - 1]), n)
             final = n == planned
-            decision = decider.look(
-                lambda c, s=stats, n=n: _estimate(s, n, confidence, None if uncorrected else c), n, final=final
-            )
+
+            def estimate(c: float, s: PairedStats = stats, n: int = n) -> DropEstimate:
+                return _estimate(s, n, confidence, None if uncorrected else c)
+
+            decision = decider.look(estimate, n, final=final)
             if decision is not None:
                 stops += decision.stopped_early
                 feasible += decision.feasible
@@ -111,6 +113,7 @@ def run(*, tau: float, confidence: float, replications: int, limit: int, max_lim
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, simulate, print the table or the JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replications", type=int, default=2000)
     parser.add_argument("--tau", type=float, default=4.0)

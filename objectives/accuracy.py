@@ -409,7 +409,8 @@ class AccuracyObjective(Objective):
                     leaf.set_config(key="num_fewshot", value=0)
                 leaf.set_fewshot_seed(seed=_FEWSHOT_SEED)
             metric = _pick_metric(next(iter(leaves.values())))
-            plans.append(_TaskPlan(name=name, metric=metric, leaves=leaves, order=_document_order(leaves, self.limit, self.order_seed)))
+            order = _document_order(leaves, self.limit, self.order_seed)
+            plans.append(_TaskPlan(name=name, metric=metric, leaves=leaves, order=order))
         self._plans = plans
         return plans
 

@@ -215,6 +215,7 @@ class PairedStats:
 
 
 def paired_stats(base: list[float], comp: list[float], *, weight: float) -> PairedStats:
+    """Mean difference with the Bonett–Price adjusted centre, standard error and df (see the module docstring)."""
     differences = [b - c for b, c in zip(base, comp, strict=True)]
     n = len(differences)
     mean = sum(differences) / n if n else 0.0

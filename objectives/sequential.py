@@ -42,10 +42,12 @@ Every decision says how many documents decided it and why (:class:`Decision`).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -69,8 +71,8 @@ __all__ = [
 FeasibilityMode = Literal["point", "confident", "adaptive"]
 FEASIBILITY_MODES: tuple[str, ...] = ("point", "confident", "adaptive")
 _NORMAL = NormalDist()
-# Grid points of the recursive integration (spacing ~0.01 standard deviations).
-_GRID = 2001
+# Grid points of the recursive integration (spacing ~0.015 standard deviations).
+_GRID = 1201
 
 
 def obf_spending(t: float, alpha: float) -> float:
@@ -81,7 +83,6 @@ def obf_spending(t: float, alpha: float) -> float:
     return 2.0 - 2.0 * _NORMAL.cdf(_NORMAL.inv_cdf(1.0 - alpha / 2.0) / math.sqrt(t))
 
 
-@functools.lru_cache(maxsize=1024)
 def obf_boundaries(fractions: tuple[float, ...], alpha: float) -> tuple[float, ...]:
     """Critical values (z scale) of looks at increasing information ``fractions``, one side ``alpha``.
 
@@ -89,55 +90,58 @@ def obf_boundaries(fractions: tuple[float, ...], alpha: float) -> tuple[float, .
     (Jennison & Turnbull, ch. 19): the sub-density of the score S_k = √t_k Z_k over the
     region not yet crossed is carried on a grid from look to look, and each c_k is found
     with SciPy's ``brentq`` so that the probability of first crossing at look k equals the
-    α spent there. Deterministic, and exact to ~1e-6 in the critical value.
+    α spent there. Deterministic, and exact to ~1e-6 in the critical value. Each look's
+    state is cached, so a sequence of looks costs one integration step per look.
 
     Raises:
         InvalidConfigError: fractions not strictly increasing in (0, 1], or alpha not in (0, 0.5).
     """
+    if not 0.0 < alpha < 0.5:
+        raise InvalidConfigError(f"one-sided alpha must be in (0, 0.5), got {alpha}")
+    if not fractions or any(not 0.0 < f <= 1.0 for f in fractions) or any(
+        b <= a for a, b in itertools.pairwise(fractions)
+    ):
+        raise InvalidConfigError(f"look fractions must increase strictly within (0, 1], got {list(fractions)}")
+    return _look_state(tuple(fractions), alpha).bounds
+
+
+@dataclass(frozen=True)
+class _State:
+    bounds: tuple[float, ...]
+    grid: Any  # numpy arrays: the score grid below the last bound, and the sub-density on it
+    density: Any
+
+
+@functools.lru_cache(maxsize=4096)
+def _look_state(fractions: tuple[float, ...], alpha: float) -> _State:
     import numpy as np
     from scipy.optimize import brentq
     from scipy.stats import norm
 
-    if not 0.0 < alpha < 0.5:
-        raise InvalidConfigError(f"one-sided alpha must be in (0, 0.5), got {alpha}")
-    if not fractions or any(not 0.0 < f <= 1.0 for f in fractions) or any(
-        b <= a for a, b in zip(fractions, fractions[1:])
-    ):
-        raise InvalidConfigError(f"look fractions must increase strictly within (0, 1], got {list(fractions)}")
-    bounds: list[float] = []
-    spent = 0.0
-    grid = density = weights = None
-    previous_t = 0.0
-    for t in fractions:
-        increment = obf_spending(t, alpha) - spent
-        spent += increment
-        if grid is None:  # first look: S_1 ~ N(0, t_1)
-            c = 40.0 if increment <= 1e-300 else float(norm.isf(increment))
-            bounds.append(c)
-            grid = np.linspace(-10.0 * math.sqrt(t), min(c, 10.0) * math.sqrt(t), _GRID)
-            density = norm.pdf(grid, scale=math.sqrt(t))
-        else:
-            sd = math.sqrt(t - previous_t)
-            mass = density * weights  # type: ignore[operator]
+    t = fractions[-1]
+    spent = obf_spending(fractions[-2], alpha) if len(fractions) > 1 else 0.0
+    increment = obf_spending(t, alpha) - spent
+    if len(fractions) == 1:  # S_1 ~ N(0, t_1)
+        c = 40.0 if increment <= 1e-300 else float(norm.isf(increment))
+        grid = np.linspace(-10.0 * math.sqrt(t), min(c, 10.0) * math.sqrt(t), _GRID)
+        return _State(bounds=(c,), grid=grid, density=norm.pdf(grid, scale=math.sqrt(t)))
+    before = _look_state(fractions[:-1], alpha)
+    sd = math.sqrt(t - fractions[-2])
+    step = before.grid[1] - before.grid[0]
+    weights = np.full(_GRID, step)
+    weights[0] = weights[-1] = step / 2.0  # trapezoid rule
+    mass = before.density * weights
 
-            def crossing(c: float, mass: np.ndarray = mass, grid: np.ndarray = grid, sd: float = sd,
-                         t: float = t) -> float:
-                return float(np.sum(mass * norm.sf((c * math.sqrt(t) - grid) / sd)))
+    def crossing(c: float) -> float:
+        return float(np.sum(mass * norm.sf((c * math.sqrt(t) - before.grid) / sd)))
 
-            if increment <= 0.0 or crossing(40.0) >= increment:
-                c = 40.0
-            else:
-                c = float(brentq(lambda x: crossing(x) - increment, -10.0, 40.0, xtol=1e-7))
-            bounds.append(c)
-            new_grid = np.linspace(-10.0 * math.sqrt(t), min(c, 10.0) * math.sqrt(t), _GRID)
-            kernel = norm.pdf((new_grid[:, None] - grid[None, :]) / sd) / sd  # type: ignore[index]
-            density = kernel @ mass
-            grid = new_grid
-        step = grid[1] - grid[0]
-        weights = np.full(_GRID, step)
-        weights[0] = weights[-1] = step / 2.0  # trapezoid rule
-        previous_t = t
-    return tuple(bounds)
+    if increment <= 0.0 or crossing(40.0) >= increment:
+        c = 40.0
+    else:
+        c = float(brentq(lambda x: crossing(x) - increment, -10.0, 40.0, xtol=1e-7))
+    grid = np.linspace(-10.0 * math.sqrt(t), min(c, 10.0) * math.sqrt(t), _GRID)
+    kernel = norm.pdf((grid[:, None] - before.grid[None, :]) / sd) / sd
+    return _State(bounds=(*before.bounds, c), grid=grid, density=kernel @ mass)
 
 
 class Decision(BaseModel):
@@ -197,7 +201,8 @@ class SequentialDecider:
         """Record a look at ``docs`` documents; its critical value given the looks before."""
         fraction = min(docs / self.planned_docs, 1.0)
         if self.fractions and fraction <= self.fractions[-1]:
-            raise InvalidConfigError(f"looks must add documents: {docs} after {self.fractions[-1] * self.planned_docs:.0f}")
+            before = self.fractions[-1] * self.planned_docs
+            raise InvalidConfigError(f"looks must add documents: {docs} after {before:.0f}")
         self.fractions.append(fraction)
         return obf_boundaries(tuple(self.fractions), self.alpha_side)[-1]
 
@@ -252,12 +257,11 @@ def prefix(measurement: AccuracyMeasurement, docs_per_task: int) -> AccuracyMeas
     })
 
 
-def look_points(n_planned: dict[str, int], chunk_size: int | None, min_per_task: int | None = None) -> list[int]:
+def look_points(n_planned: dict[str, int], chunk_size: int | None) -> list[int]:
     """Documents per task at each look: every ``chunk_size`` (or one look at the end)."""
     longest = max(n_planned.values())
-    step = chunk_size or min_per_task or longest
-    points = list(range(step, longest, step)) + [longest]
-    return points
+    step = chunk_size or longest
+    return [*range(step, longest, step), longest]
 
 
 def replay(baseline: AccuracyMeasurement, measured: AccuracyMeasurement, decider: SequentialDecider, *,
@@ -277,11 +281,11 @@ def replay(baseline: AccuracyMeasurement, measured: AccuracyMeasurement, decider
             return None
         partial = prefix(measured, per_task)
         final = partial.complete
-        decision = decider.look(
-            lambda c, p=partial: paired_drop(baseline, p, aggregate=aggregate, confidence=decider.confidence,
-                                             critical=c),
-            partial.n_docs_total, final=final,
-        )
+
+        def estimate(c: float, p: AccuracyMeasurement = partial) -> DropEstimate:
+            return paired_drop(baseline, p, aggregate=aggregate, confidence=decider.confidence, critical=c)
+
+        decision = decider.look(estimate, partial.n_docs_total, final=final)
         if decision is not None:
             return decision, partial
     return None

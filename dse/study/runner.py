@@ -44,12 +44,12 @@ from dse.study.encoding import (
     make_encoding,
     paper_configs,
 )
+from dse.study.feasibility import constraint_for
 from dse.study.goals import (
     CONSTRAINT_KEY,
     GOALS,
     REJECTED_CONSTRAINT,
     Goal,
-    constraint_value,
     standin_ratios,
 )
 from dse.study.memo import Claim, EngineTables, worker_owner
@@ -101,6 +101,8 @@ def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
         aggregate=ev.aggregate, workload=definition.workload, measure_latency=ev.measure_latency,
         measure_energy=ev.measure_energy, measure_memory=ev.measure_memory, chunk_size=ev.chunk_size,
         confidence=ev.confidence, method=ev.method, device=definition.device,
+        feasibility=ev.feasibility, max_limit=ev.max_limit, document_order=ev.document_order,
+        document_seed=ev.document_seed, threads=ev.threads, ratio_width=ev.ratio_width, max_repeats=ev.max_repeats,
     )
 
 
@@ -361,7 +363,7 @@ class Worker:
         self.progress = progress
         self.owner = worker_owner()
         self.fingerprint = evaluator.loaded.fingerprint
-        self.settings_key = evaluator.settings.key()
+        self.settings_key = evaluator.memo_key()
         self.stats = WorkerStats()
         self._bar: Any = None
         self._current: str = ""
@@ -495,14 +497,16 @@ class Worker:
         trial.set_user_attr("gamma", gamma.canonical(spec))
         trial.set_user_attr("gamma_hash", gamma_hash)
         trial.set_user_attr("gamma_label", label)
-        entry = self.p.tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=definition.tau)
-        if entry is not None:
-            record = entry.record
+        # The memo gives a measurement; its decision is re-derived under this study's τ and confidence.
+        entry = self.p.tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=None)
+        rederived = None if entry is None else self.evaluator.rederive(entry.record, self.baseline, definition.tau)
+        if entry is not None and rederived is not None:
+            record = rederived.model_dump(mode="json")
             trial.set_user_attr("memo_study", entry.study_name)
             self.stats.memoized += 1
         else:
-            tau = definition.tau if definition.evaluation.chunk_size is not None else None
-            measured = self.evaluator.evaluate(gamma, self.baseline, tau=tau)
+            entry = None
+            measured = self.evaluator.evaluate(gamma, self.baseline, tau=definition.tau)
             record = measured.model_dump(mode="json")
             self.p.tables.memo_put(self.fingerprint, self.settings_key, record, tau=definition.tau,
                                    study_name=definition.study_name)
@@ -510,10 +514,11 @@ class Worker:
         if record.get("early_stopped"):
             self.stats.early_stopped += 1
         values, standins = goal.values(record)
-        constraint = constraint_value(float(record["accuracy_drop_pp"]), definition.tau)
+        standins = {**(record.get("standins") or {}), **standins}
+        constraint = constraint_for(record, definition.tau, definition.evaluation.feasibility)
         trial.set_constraint(CONSTRAINT_KEY, constraint)
         for key, value in record.items():
-            if key not in ("gamma", "gamma_hash", "gamma_label"):
+            if key not in ("gamma", "gamma_hash", "gamma_label", "per_doc", "standins"):
                 trial.set_user_attr(key, value)
         trial.set_user_attr("memoized", entry is not None)
         trial.set_user_attr("rejected", False)
