@@ -25,8 +25,8 @@ def statistic(record: dict[str, Any], mode: str) -> float:
     interval = record.get("decision_ci_pp")
     if interval:
         return float(interval[1])
-    return float(record.get("drop_ci_high_pp") if record.get("drop_ci_high_pp") is not None
-                 else record["accuracy_drop_pp"])
+    high = record.get("drop_ci_high_pp")
+    return float(high if high is not None else record["accuracy_drop_pp"])
 
 
 def constraint_for(record: dict[str, Any], tau: float, mode: str) -> float:
