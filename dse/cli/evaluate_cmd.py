@@ -1,4 +1,4 @@
-"""``dse evaluate``: baseline, compressed and drop side by side for one γ."""
+"""``dse evaluate``: baseline, compressed and drop side by side for one γ (parses, calls ``dse.evaluate``, prints)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ from typing import Any
 
 import click
 
-from dse.cli._common import emit_json, gamma_from_options, gamma_options, print_table
+from dse.cli._common import emit_json, gamma_options, print_table
 
 __all__ = ["evaluate"]
 
 
-def _pct(value: float | None, digits: int = 2) -> str:
+def _num(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(interval: list[float] | None, digits: int = 3) -> str:
+    return "" if not interval else f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
 
 
 @click.command()
@@ -28,130 +32,60 @@ def _pct(value: float | None, digits: int = 2) -> str:
 @click.option("--perplexity", is_flag=True, help="Also measure WikiText-2 perplexity.")
 @click.option("--ppl-tokens", type=int, default=16384, show_default=True,
               help="Tokens of WikiText-2 used for --perplexity (0: all).")
-@click.option("--latency", is_flag=True, help="Measure latency (prefill + decode workload).")
-@click.option("--energy", is_flag=True, help="Measure energy (NVML, RAPL, or a CPU-time estimate).")
+@click.option("--latency", is_flag=True, help="Measure the latency ratio (paired ABBA runs, with an interval).")
+@click.option("--energy", is_flag=True, help="Measure energy (NVML, RAPL, or a labelled CPU-time estimate).")
 @click.option("--prefill", type=int, default=128, show_default=True, help="Workload prefill tokens.")
 @click.option("--decode", type=int, default=32, show_default=True, help="Workload decode steps.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Workload repeats.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="ABBA blocks at least.")
+@click.option("--max-repeats", type=int, default=8, show_default=True, help="ABBA blocks at most.")
+@click.option("--ratio-width", type=float, default=0.02, show_default=True,
+              help="Stop adding blocks once the latency ratio's interval is within ± this (relative).")
+@click.option("--threads", type=int, default=None, help="Threads of the timed runs (default: usable cores).")
+@click.option("--tau", type=float, default=None, help="Also decide feasibility: accuracy-drop tolerance in pp.")
+@click.option("--feasibility", type=click.Choice(["point", "confident", "adaptive"]), default="point",
+              show_default=True, help="How --tau is decided (see docs/objectives.md).")
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--max-limit", type=int, default=None, help="adaptive: documents per task at most.")
+@click.option("--chunk-size", type=int, default=None, help="Documents per task between looks (early stop).")
+@click.option("--document-order", type=click.Choice(["seeded", "file"]), default="seeded", show_default=True)
+@click.option("--document-seed", type=int, default=0, show_default=True)
 @click.option("--method", type=click.Choice(["svd", "hooi"]), default="svd", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16 or float16.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache directory (default: $DSE_CACHE_DIR, else the platform cache dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(
-    model: str, layers: str, tensors: str, rank: int, task_list: str, limit: int,
-    batch_size: int, data_dir: str | None, perplexity: bool, ppl_tokens: int, latency: bool,
-    energy: bool, prefill: int, decode: int, repeats: int, method: str, device: str, dtype: str,
-    cache_dir: str | None, as_json: bool,
-) -> None:
+def evaluate(model: str, layers: str, tensors: str, rank: int, task_list: str, as_json: bool,
+             **options: Any) -> None:
     """Measure MODEL decomposed by a γ against the undecomposed MODEL.
 
     Accuracy drops are paired comparisons on the same documents, in percentage points,
-    with a 95% confidence interval. Latency and energy are ratios to the baseline
-    measured in this same process.
+    with a 95% confidence interval. Latency and energy are ratios to the original modules
+    from paired ABBA runs in this process, with intervals; `noisy` says when the machine
+    was not quiet enough to trust them.
     """
-    import os
+    from dse.evaluate_api import evaluate as run
 
-    from space.errors import InvalidConfigError
-
-    if cache_dir:
-        os.environ["DSE_CACHE_DIR"] = cache_dir
-    if limit < 1:
-        raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
-    gamma = gamma_from_options(layers, tensors, rank)
-    tasks = tuple(t.strip() for t in task_list.split(",") if t.strip())
-
-    from dse.baselines import BaselineStore
-    from dse.evaluation import Evaluator, MeasurementSettings
-    from dse.models import load_model
-    from objectives.workload import Workload
-
-    settings = MeasurementSettings(
-        tasks=tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,
-        workload=Workload(prefill_tokens=prefill, decode_tokens=decode, repeats=repeats),
-        measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,
-        device=device,
-    )
-    # Check the tasks and data before loading a model: bad input fails in a second.
-    from objectives.accuracy import AccuracyObjective
-
-    AccuracyObjective(tasks, limit=limit, batch_size=batch_size, data_dir=data_dir)
-
-    loaded = load_model(model, device=device, dtype=dtype)
-    gamma.validate_for(loaded.spec)
-    evaluator = Evaluator(loaded, settings, progress=not as_json)
-    store = BaselineStore()
-    baseline = store.get(loaded.fingerprint, settings.accuracy_key())
-    if baseline is None:
-        baseline = evaluator.baseline()
-        store.put(baseline)
-    record = evaluator.evaluate(gamma, baseline)
-
-    ppl: dict[str, Any] = {}
-    if perplexity:
-        ppl = _perplexities(loaded, gamma, evaluator, data_dir, ppl_tokens or None)
-
-    result = {
-        "model": model,
-        "gamma": record.gamma,
-        "gamma_label": record.gamma_label,
-        "tasks": list(tasks),
-        "limit": limit,
-        "accuracy": record.accuracy,
-        "baseline_accuracy": record.baseline_accuracy,
-        "accuracy_drop_pp": record.accuracy_drop_pp,
-        "drop_ci_pp": [record.drop_ci_low_pp, record.drop_ci_high_pp],
-        "per_task": {name: task.model_dump() for name, task in record.per_task.items()},
-        "latency_s": record.latency_s,
-        "latency_ratio": record.latency_ratio,
-        "energy_j": record.energy_j,
-        "energy_ratio": record.energy_ratio,
-        "energy_method": record.energy_method,
-        "energy_estimated": record.energy_estimated,
-        "edp_ratio": record.edp_ratio,
-        "memory_bytes": record.memory_bytes,
-        "memory_ratio": record.memory_ratio,
-        "params": record.params,
-        "params_before": record.params_before,
-        "param_reduction_pct": record.param_reduction_pct,
-        "max_rel_error": record.max_rel_error,
-        **ppl,
-    }
+    result = run(model, layers=layers, tensors=tensors, rank=rank, tasks=task_list, progress=not as_json,
+                 ppl_tokens=options.pop("ppl_tokens") or None, **options)
     if as_json:
         emit_json(result)
         return
     _print_result(result)
 
 
-def _perplexities(loaded: Any, gamma: Any, evaluator: Any, data_dir: str | None,
-                  max_tokens: int | None) -> dict[str, Any]:
-    from dse.surgery import decomposed
-    from objectives.perplexity import PerplexityObjective
-
-    objective = PerplexityObjective(data_dir=data_dir, max_tokens=max_tokens)
-    base = objective.measure(loaded.target())
-    with decomposed(loaded, gamma, cache=evaluator.cache, method=evaluator.settings.method):
-        compressed = objective.measure(loaded.target())
-    return {
-        "perplexity": compressed.perplexity,
-        "baseline_perplexity": base.perplexity,
-        "perplexity_tokens": compressed.tokens,
-    }
-
-
 def _print_result(result: dict[str, Any]) -> None:
     rows = []
     for name, task in result["per_task"].items():
         rows.append([
-            name, _pct(task["baseline_accuracy"] * 100, 1), _pct(task["accuracy"] * 100, 1),
-            f"{task['drop_pp']:+.1f} [{_pct(task['ci_low_pp'], 1)}, {_pct(task['ci_high_pp'], 1)}]",
+            name, _num(task["baseline_accuracy"] * 100, 1), _num(task["accuracy"] * 100, 1),
+            f"{task['drop_pp']:+.1f} [{_num(task['ci_low_pp'], 1)}, {_num(task['ci_high_pp'], 1)}]",
             task["n_docs"],
         ])
     rows.append([
-        "aggregate", _pct(result["baseline_accuracy"] * 100, 1), _pct(result["accuracy"] * 100, 1),
-        f"{result['accuracy_drop_pp']:+.1f} [{_pct(result['drop_ci_pp'][0], 1)}, "
-        f"{_pct(result['drop_ci_pp'][1], 1)}]", "",
+        "aggregate", _num(result["baseline_accuracy"] * 100, 1), _num(result["accuracy"] * 100, 1),
+        f"{result['accuracy_drop_pp']:+.1f} [{_num(result['drop_ci_pp'][0], 1)}, "
+        f"{_num(result['drop_ci_pp'][1], 1)}]", "",
     ])
     print_table(
         f"{result['model']} · {result['gamma_label']} (layers 0-based)",
@@ -162,14 +96,24 @@ def _print_result(result: dict[str, Any]) -> None:
         ["parameters", f"{result['params_before']:,} → {result['params']:,} "
                        f"(−{result['param_reduction_pct']:.2f}%)"],
     ]
+    if result.get("feasible") is not None:
+        verdict = "feasible" if result["feasible"] else "not feasible"
+        facts.append(["decision", f"{verdict} ({result['feasibility']}, {result['decision_docs']} documents): "
+                                  f"{result['decided_by']}"])
+    standins = result.get("standins") or {}
     if result["latency_ratio"] is not None:
-        facts.append(["latency", f"{result['latency_s']:.4f} s (×{result['latency_ratio']:.3f} of baseline)"])
+        facts.append(["latency", f"{result['latency_s']:.4f} s, ×{result['latency_ratio']:.3f}"
+                                 f"{_ci(result.get('latency_ratio_ci'))} of baseline"])
     if result["energy_ratio"] is not None:
         how = " (estimated)" if result["energy_estimated"] else ""
-        facts.append(["energy", f"{result['energy_j']:.3f} J (×{result['energy_ratio']:.3f}) via "
-                                f"{result['energy_method']}{how}"])
+        facts.append(["energy", f"{result['energy_j']:.3f} J, ×{result['energy_ratio']:.3f}"
+                                f"{_ci(result.get('energy_ratio_ci'))} via {result['energy_method']}{how}"])
     if result["edp_ratio"] is not None:
-        facts.append(["EDP ratio", f"{result['edp_ratio']:.3f}"])
+        label = f" — stand-in: {standins['edp_ratio']}" if "edp_ratio" in standins else ""
+        facts.append(["EDP ratio", f"{result['edp_ratio']:.3f}{_ci(result.get('edp_ratio_ci'))}{label}"])
+    if result.get("repeats"):
+        state = "NOISY: " + "; ".join(result.get("noise") or []) if result.get("noisy") else "quiet"
+        facts.append(["runs", f"{result['repeats']} ABBA blocks, {result['threads']} thread(s), {state}"])
     if result.get("perplexity") is not None:
         facts.append(["perplexity", f"{result['baseline_perplexity']:.2f} → {result['perplexity']:.2f} "
                                     f"({result['perplexity_tokens']} WikiText-2 tokens)"])
