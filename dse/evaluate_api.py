@@ -69,6 +69,8 @@ def evaluate(
     Raises:
         DseError: bad input (one line, what is allowed), unknown model or task, missing data.
     """
+    from pydantic import ValidationError
+
     from dse.records import MeasurementSettings
     from objectives.workload import Workload
     from space.config import DecompositionConfig, parse_int_list, parse_tensor_list
@@ -84,19 +86,20 @@ def evaluate(
         tensor_text = tensors if isinstance(tensors, str) else ",".join(tensors)
         gamma = DecompositionConfig(layers=parse_int_list(layer_text), tensors=parse_tensor_list(tensor_text),
                                     rank=rank)
-    task_names = tuple(t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip())
+    from objectives.tasks import task_list
+
+    task_names = task_list(tasks)
     try:
         settings = MeasurementSettings(
             tasks=task_names, limit=limit, batch_size=batch_size, data_dir=data_dir,
             workload=Workload(prefill_tokens=prefill, decode_tokens=decode, repeats=repeats),
-            measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,  # type: ignore[arg-type]
-            device=device, confidence=confidence, feasibility=feasibility,  # type: ignore[arg-type]
-            max_limit=max_limit, chunk_size=chunk_size, document_order=document_order,  # type: ignore[arg-type]
+            measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,
+            device=device, confidence=confidence, feasibility=feasibility,
+            max_limit=max_limit, chunk_size=chunk_size, document_order=document_order,
             document_seed=document_seed, threads=threads, ratio_width=ratio_width, max_repeats=max_repeats,
         )
-    except ValueError as exc:  # pydantic's ValidationError: one line per problem, first one shown
-        errors = getattr(exc, "errors", list)()
-        first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+    except ValidationError as exc:  # one line: the first problem, what is allowed
+        first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         raise InvalidConfigError(f"{where}: {first['msg']}") from None
     # Check the tasks and data before loading a model: bad input fails in a second.

@@ -72,11 +72,9 @@ class MeasurementSettings(BaseModel):
     @field_validator("tasks")
     @classmethod
     def _some_tasks(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
-        if not tasks:
-            raise ValueError("at least one task is required, e.g. dse_arc_easy")
-        if len(set(tasks)) != len(tasks):
-            raise ValueError(f"a task is listed twice in {list(tasks)}")
-        return tasks
+        from objectives.tasks import task_list
+
+        return task_list(tasks)
 
     @model_validator(mode="after")
     def _limits(self) -> MeasurementSettings:

@@ -52,6 +52,7 @@ from objectives.tasks import (
     is_local_task,
     local_task_names,
     missing_files,
+    task_list,
 )
 from space.env import cache_dir, resolve_data_dir
 from space.errors import DataError, InvalidConfigError, UnknownNameError
@@ -275,12 +276,7 @@ class AccuracyObjective(Objective):
         show_progress: bool = True,
         order_seed: int | None = None,
     ) -> None:
-        names = [tasks] if isinstance(tasks, str) else list(tasks)
-        if not names:
-            raise InvalidConfigError(f"no tasks given; local tasks: {', '.join(local_task_names())}")
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise InvalidConfigError(f"task(s) {', '.join(duplicates)} given twice; name each task once")
+        names = task_list(tasks)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise InvalidConfigError(f"limit must be a positive number of documents per task or None, got {limit!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

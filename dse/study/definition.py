@@ -93,16 +93,11 @@ class EvaluationSection(BaseModel):
 
     @field_validator("tasks", mode="before")
     @classmethod
-    def _split_tasks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(t.strip() for t in value.split(",") if t.strip())
-        return value
+    def _task_list(cls, value: Any) -> Any:
+        from objectives.tasks import task_list
 
-    @field_validator("tasks")
-    @classmethod
-    def _unique_tasks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"a task is listed twice in {list(value)}")
+        if isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value)):
+            return task_list(value)  # its InvalidConfigError is a ValueError
         return value
 
 
@@ -218,9 +213,9 @@ class StudyDefinition(BaseModel):
     @field_validator("device")
     @classmethod
     def _device_form(cls, value: str) -> str:
-        if not re.match(r"^(cpu|cuda(:\d+)?)$", value):
-            raise ValueError(f"unknown device {value!r}: use cpu, cuda or cuda:N")
-        return value
+        from objectives.devices import check_device_name
+
+        return check_device_name(value)  # its InvalidConfigError is a ValueError
 
     @model_validator(mode="after")
     def _measured_what_is_optimized(self) -> StudyDefinition:

@@ -180,7 +180,9 @@ def check_definition(definition: StudyDefinition) -> tuple[ModelSpec, SearchSpac
     from space.presets import load_spec
 
     spec = load_spec(definition.model)
-    space = build_search_space(spec, definition)
+    search = definition.search
+    space = build_search_space(spec, definition.rules, min_layers=search.min_layers,
+                               max_layers=search.max_layers, max_rank=search.max_rank)
     ev = definition.evaluation
     AccuracyObjective(ev.tasks, limit=ev.limit, batch_size=ev.batch_size, data_dir=ev.data_dir, show_progress=False)
     check_device(definition.device)

@@ -122,7 +122,7 @@ def test_cuda_without_gpu_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     line = run_error(capsys, ["decompose", "tiny-llama", "--layers", "1", "--device", "cuda"])
-    assert "no CUDA GPU" in line
+    assert "no CUDA device is available" in line
 
 
 def test_missing_wheel_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -98,8 +98,8 @@ def test_invalid_gamma_is_refused_before_surgery(evaluator, baseline, tiny_llama
 
 @pytest.mark.parametrize(
     ("fields", "fragment"),
-    [({"tasks": ()}, "at least one task"), ({"limit": 0}, "greater than or equal to 1"),
-     ({"tasks": ("a", "a")}, "listed twice")],
+    [({"tasks": ()}, "no tasks given"), ({"limit": 0}, "greater than or equal to 1"),
+     ({"tasks": ("a", "a")}, "a given twice")],
 )
 def test_bad_settings_say_what_is_allowed(fields, fragment) -> None:  # type: ignore[no-untyped-def]
     from pydantic import ValidationError
