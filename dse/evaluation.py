@@ -381,9 +381,9 @@ class Evaluator:
         efficiency: dict[str, Any] = {}
         if comparison is not None:
             efficiency = comparison.model_dump(include={
-                "latency_s", "latency_ratio", "latency_ratio_ci", "energy_j", "energy_ratio", "energy_ratio_ci",
-                "energy_method", "energy_estimated", "edp_ratio", "edp_ratio_ci", "edp_method", "repeats", "noisy",
-                "noise", "threads", "standins",
+                "latency_s", "latency_ratio", "latency_ratio_ci", "latency_method", "energy_j", "energy_ratio",
+                "energy_ratio_ci", "energy_method", "energy_estimated", "edp_ratio", "edp_ratio_ci", "edp_method",
+                "repeats", "noisy", "noise", "threads", "standins",
             })
             efficiency["hardware"] = self.hardware()
         return TrialRecord(

@@ -212,6 +212,7 @@ class TrialRecord(BaseModel):
     latency_s: float | None = None
     latency_ratio: float | None = None
     latency_ratio_ci: list[float] | None = None
+    latency_method: str | None = None
     energy_j: float | None = None
     energy_ratio: float | None = None
     energy_ratio_ci: list[float] | None = None

@@ -72,3 +72,21 @@ def test_a_competing_process_is_flagged(tiny_llama: Any) -> None:
         busy.wait()
     assert result.noisy
     assert any("CPU time" in reason or "load average" in reason for reason in result.noise), result.noise
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_paired_runs_on_gpu_use_cuda_events_and_nvml(tiny_llama: Any) -> None:
+    import copy
+
+    from objectives.base import EvalTarget
+
+    model = copy.deepcopy(tiny_llama.model).to("cuda")  # the shared model stays on CPU
+    target = EvalTarget(model=model, tokenizer=tiny_llama.tokenizer, device="cuda")
+    workload = Workload(prefill_tokens=32, decode_tokens=8, warmup=1, repeats=2)
+    result = compare_paired(target, lambda state: None, workload=workload, latency=LatencyObjective(workload),
+                            energy=EnergyObjective(workload), min_blocks=2, max_blocks=3)
+    assert result.latency_method == "cuda-events paired-abba"
+    assert result.energy_method in ("nvml-energy-counter", "nvml-power-sampling") and not result.energy_estimated
+    assert result.edp_method == "latency × energy" and not result.standins
+    assert result.edp_ratio_ci is not None and result.edp_ratio_ci[0] <= result.edp_ratio <= result.edp_ratio_ci[1]
