@@ -260,7 +260,7 @@ class Evaluator:
         minimum = sum(min(n, s.limit) if s.limit is not None else n for n in planned.values())
         return SequentialDecider(tau=tau, confidence=s.confidence, mode=s.feasibility,
                                  planned_docs=sum(planned.values()), min_docs=minimum,
-                                 early_stop=s.chunk_size is not None)
+                                 early_stop=s.chunk_size is not None or s.feasibility == "adaptive")
 
     def _measure_accuracy(self, baseline: AccuracyMeasurement,
                           tau: float | None) -> tuple[AccuracyMeasurement, Decision | None]:
