@@ -38,7 +38,8 @@ __all__ = [
 # Keys of every row, in export order (per_task, gamma and the lists are kept as objects).
 ROW_KEYS: tuple[str, ...] = (
     "number", "state", "feasible", "feasible_confident", "memoized", "rejected", "early_stopped", "paper_seed",
-    "retry_of", "gamma", "gamma_hash", "gamma_label",
+    "retry_of", "screened", "kl_divergence", "screen_reason",
+    "gamma", "gamma_hash", "gamma_label",
     "accuracy", "baseline_accuracy", "accuracy_drop_pp", "drop_ci_low_pp", "drop_ci_high_pp",
     "tau", "feasibility", "decided_by", "decision_docs", "decision_ci_pp", "decision_confidence", "accuracy_key",
     "edp_ratio", "edp_ratio_ci", "edp_method", "latency_ratio", "latency_ratio_ci", "latency_method",
@@ -58,7 +59,8 @@ def trial_row(trial: optuna.trial.FrozenTrial, rule: Rule | None = None) -> dict
     constraint = trial.constraints.get(CONSTRAINT_KEY)
     complete = trial.state.name == "COMPLETE"
     rejected = bool(attrs.get("rejected", False))
-    feasible = complete and not rejected and constraint is not None and constraint <= 0.0
+    screened = bool(attrs.get("screened", False))  # skipped by the KL screen (dse/screen.py): never feasible
+    feasible = complete and not rejected and not screened and constraint is not None and constraint <= 0.0
     gamma = attrs.get("gamma")
     row: dict[str, Any] = {key: attrs.get(key) for key in ROW_KEYS}
     row.update(
@@ -67,6 +69,7 @@ def trial_row(trial: optuna.trial.FrozenTrial, rule: Rule | None = None) -> dict
         feasible=feasible,
         memoized=bool(attrs.get("memoized", False)),
         rejected=rejected,
+        screened=screened,
         early_stopped=bool(attrs.get("early_stopped", False)),
         gamma=dict(gamma) if isinstance(gamma, dict) else None,
         values=list(trial.values) if trial.values is not None else None,
@@ -91,7 +94,7 @@ def trial_rows(study: optuna.Study, *, include_rejected: bool = True, rule: Rule
 
 
 def _measured(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["state"] == "COMPLETE" and not r["rejected"]]
+    return [r for r in rows if r["state"] == "COMPLETE" and not r["rejected"] and not r["screened"]]
 
 
 def best_row(rows: Sequence[dict[str, Any]], goal: Goal) -> dict[str, Any] | None:
@@ -172,6 +175,7 @@ def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
         "early_stopped": sum(1 for r in measured if r["early_stopped"]),
         "memoized": sum(1 for r in measured if r["memoized"]),
         "rejected": sum(1 for r in rows if r["rejected"]),
+        "screened": sum(1 for r in rows if r["screened"]),
         "failed": sum(1 for r in rows if r["state"] == "FAIL"),
         "running": sum(1 for r in rows if r["state"] == "RUNNING"),
         "waiting": sum(1 for r in rows if r["state"] == "WAITING"),

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dse.study.dashboard import gamma_attrs, name_objectives, record_constraint
 from dse.study.definition import StudyDefinition, definition_diff
 from dse.study.encoding import (
     Encoding,
@@ -46,7 +47,6 @@ from dse.study.encoding import (
 )
 from dse.study.feasibility import constraint_for
 from dse.study.goals import (
-    CONSTRAINT_KEY,
     GOALS,
     REJECTED_CONSTRAINT,
     Goal,
@@ -101,9 +101,21 @@ def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
         aggregate=ev.aggregate, workload=definition.workload, measure_latency=ev.measure_latency,
         measure_energy=ev.measure_energy, measure_memory=ev.measure_memory, chunk_size=ev.chunk_size,
         confidence=ev.confidence, method=ev.method, device=definition.device,
+        calibration=calibration_key(definition),
         feasibility=ev.feasibility, max_limit=ev.max_limit, document_order=ev.document_order,
         document_seed=ev.document_seed, threads=ev.threads, ratio_width=ev.ratio_width, max_repeats=ev.max_repeats,
     )
+
+
+def calibration_key(definition: StudyDefinition) -> str | None:
+    """What the calibrated methods' factors depend on besides the model (keys the memo)."""
+    settings = definition.calibration_settings
+    if settings is None:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256(settings.source_path().read_bytes()).hexdigest()[:16]
+    return f"{digest}/{settings.model_dump_json()}"
 
 
 def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = True) -> Evaluator:
@@ -112,6 +124,14 @@ def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = T
     from dse.models import load_model
 
     loaded = load_model(definition.model, device=definition.device, dtype=definition.dtype)
+    calibration = definition.calibration_settings
+    if calibration is not None:  # once per (model, settings), shared by every worker
+        from dse.calibration_store import load_or_collect
+
+        loaded.calibration, _ = load_or_collect(loaded, calibration, progress=progress)
+    from dse.study.spectra import register
+
+    register(loaded)  # the spectrum encoding reads this model's weights, not a second copy
     return Evaluator(loaded, measurement_settings(definition), progress=progress)
 
 
@@ -180,13 +200,20 @@ def check_definition(definition: StudyDefinition) -> tuple[ModelSpec, SearchSpac
     from space.presets import load_spec
 
     spec = load_spec(definition.model)
-    search = definition.search
-    space = build_search_space(spec, definition.rules, min_layers=search.min_layers,
-                               max_layers=search.max_layers, max_rank=search.max_rank)
+    space = search_space_for(spec, definition)
     ev = definition.evaluation
     AccuracyObjective(ev.tasks, limit=ev.limit, batch_size=ev.batch_size, data_dir=ev.data_dir, show_progress=False)
     check_device(definition.device)
     return spec, space, make_encoding(definition.search.encoding, space)
+
+
+def search_space_for(spec: ModelSpec, definition: StudyDefinition) -> SearchSpace:
+    """The search space a definition's rules, bounds, methods and budget leave in ``spec``."""
+    search = definition.search
+    return build_search_space(
+        spec, definition.rules, min_layers=search.min_layers, max_layers=search.max_layers,
+        max_rank=search.max_rank, methods=definition.methods, keep_min=search.keep_min,
+        min_reduction_pct=definition.min_param_reduction_pct, model=definition.model)
 
 
 def prepare(definition: StudyDefinition, *, force: bool = False, resume_only: bool = False,
@@ -268,6 +295,7 @@ def prepare(definition: StudyDefinition, *, force: bool = False, resume_only: bo
         }))
         for line in skipped:
             logger.info("paper seed skipped: %s", line)
+    retrying(lambda: name_objectives(study, goal))
     if more_trials is not None:
         tables.set_target(name, more=more_trials)
     elif not resume_only or tables.budget(name) == (0, 0):
@@ -369,6 +397,7 @@ class Worker:
         self.stats = WorkerStats()
         self._bar: Any = None
         self._current: str = ""
+        self.kl_screen: Any = None  # dse.screen.StudyScreen, when the definition screens
         definition = prepared.definition
         seed = definition.search.seed
         if seed is not None:
@@ -499,6 +528,8 @@ class Worker:
         trial.set_user_attr("gamma", gamma.canonical(spec))
         trial.set_user_attr("gamma_hash", gamma_hash)
         trial.set_user_attr("gamma_label", label)
+        for key, value in gamma_attrs(gamma.canonical(spec), spec, definition.evaluation.method).items():
+            trial.set_user_attr(key, value)
         # The memo gives a measurement; its decision is re-derived under this study's τ and confidence.
         entry = self.p.tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=None)
         rederived = None if entry is None else self.evaluator.rederive(entry.record, self.baseline, definition.tau)
@@ -508,8 +539,16 @@ class Worker:
             self.stats.memoized += 1
         else:
             entry = None
+            screen = self._screen_decision(gamma) if definition.screen else None  # KL screen: dse/screen.py
+            if screen is not None and screen.skip:
+                from dse.screen import tell_screened
+                from space.metrics import parameter_report
+
+                reduction = parameter_report(spec, gamma).param_reduction_pct
+                tell_screened(self.p.study, trial, screen, self.p.goal.metrics, reduction)
+                return _DONE
             measured = self.evaluator.evaluate(gamma, self.baseline, tau=definition.tau)
-            record = measured.model_dump(mode="json")
+            record = measured.model_dump(mode="json") | ({"kl_divergence": screen.kl} if screen else {})
             self.p.tables.memo_put(self.fingerprint, self.settings_key, record, tau=definition.tau,
                                    study_name=definition.study_name)
             self.stats.evaluated += 1
@@ -518,7 +557,7 @@ class Worker:
         values, standins = goal.values(record)
         standins = {**(record.get("standins") or {}), **standins}
         constraint = constraint_for(record, definition.tau, definition.evaluation.feasibility)
-        trial.set_constraint(CONSTRAINT_KEY, constraint)
+        record_constraint(trial, constraint)
         for key, value in record.items():
             if key not in ("gamma", "gamma_hash", "gamma_label", "per_doc", "standins"):
                 trial.set_user_attr(key, value)
@@ -535,6 +574,18 @@ class Worker:
         retrying(lambda: self.p.study.tell(trial, values, state=TrialState.COMPLETE, skip_if_finished=True))
         return _DONE
 
+    def _screen_decision(self, gamma: DecompositionConfig) -> Any:
+        """The KL screen's decision for γ (dse/screen.py); built on the worker's first use."""
+        from dse.screen import StudyScreen
+        from space.env import resolve_data_dir
+
+        if self.kl_screen is None:
+            data_dir = resolve_data_dir(self.p.definition.evaluation.data_dir)
+            if data_dir is None:
+                raise InvalidConfigError("the KL screen needs the benchmark data directory (wikitext2/)")
+            self.kl_screen = StudyScreen(self.evaluator, data_dir, self.p.definition.tau)
+        return self.kl_screen.check(gamma, retrying(lambda: self.p.study.get_trials(deepcopy=False)))
+
     def _tell_rejected(self, trial: optuna.trial.Trial, gamma: DecompositionConfig | None, reason: str) -> None:
         """A γ the rules exclude: kept as COMPLETE and infeasible (the sampler learns), not measured."""
         from optuna.trial import TrialState
@@ -549,11 +600,13 @@ class Worker:
                 trial.set_user_attr("gamma", gamma.canonical(spec))
                 trial.set_user_attr("gamma_hash", gamma.hash(spec))
                 trial.set_user_attr("gamma_label", gamma.describe(spec))
+                for key, value in gamma_attrs(gamma.canonical(spec), spec).items():
+                    trial.set_user_attr(key, value)
             except InvalidConfigError:
                 pass
         estimates = standin_ratios(reduction) | {"param_reduction_pct": reduction, "accuracy_drop_pp": 100.0}
         values = [estimates[m] for m in self.p.goal.metrics]
-        trial.set_constraint(CONSTRAINT_KEY, REJECTED_CONSTRAINT)
+        record_constraint(trial, REJECTED_CONSTRAINT)
         trial.set_user_attr("rejected", True)
         trial.set_user_attr("reject_reason", reason)
         trial.set_user_attr("memoized", False)
@@ -567,7 +620,7 @@ class Worker:
     def _open_bar(self) -> None:
         if not self.progress:
             return
-        from tqdm.auto import tqdm
+        from space.progress import progress_bar as tqdm
 
         target, _ = self.p.tables.budget(self.p.definition.study_name)
         done = self.p.tables.claim_counts(self.p.definition.study_name).get("done", 0)
