@@ -54,7 +54,7 @@ def evaluate(
     confidence: float = 0.95,
     max_limit: int | None = None,
     chunk_size: int | None = None,
-    document_order: str = "seeded",
+    document_order: str = "file",
     document_seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -65,6 +65,8 @@ def evaluate(
     result also says whether γ is feasible under ``feasibility`` and why. Latency and
     energy are ratios to the original modules from paired ABBA runs, with intervals
     (``latency_ratio_ci``, ``edp_ratio_ci``), the ``repeats`` used and ``noisy``.
+    ``document_order="file"`` (the default) evaluates the first ``limit`` documents, as
+    lm-eval's ``--limit`` does; ``"seeded"`` a seeded random sample, as studies do.
 
     Raises:
         DseError: bad input (one line, what is allowed), unknown model or task, missing data.

@@ -55,7 +55,9 @@ def _ci(interval: list[float] | None, digits: int = 3) -> str:
 @click.option("--confidence", type=float, default=0.95, show_default=True)
 @click.option("--max-limit", type=int, default=None, help="adaptive: documents per task at most.")
 @click.option("--chunk-size", type=int, default=None, help="Documents per task between looks (early stop).")
-@click.option("--document-order", type=click.Choice(["seeded", "file"]), default="seeded", show_default=True)
+@click.option("--document-order", type=click.Choice(["seeded", "file"]), default="file", show_default=True,
+              help="file: the first --limit documents, as lm-eval's --limit takes them; seeded: a seeded random "
+                   "sample in a fixed order (what studies use).")
 @click.option("--document-seed", type=int, default=0, show_default=True)
 @keep_options
 @method_options
