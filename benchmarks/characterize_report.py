@@ -96,13 +96,13 @@ def _measured(result: dict[str, Any] | None) -> list[dict[str, Any]]:
 def check_layers(result: dict[str, Any]) -> list[str]:
     """Obs. 3: the first two layers hurt most; the last three cost about 3 pp."""
     pts = _measured(result)
-    if len(pts) < len(result["points"]):
-        return [f"- Obs. 3: {len(pts)}/{len(result['points'])} layers measured so far; not checked."]
+    if not {0, 1, 2} <= {p["layers"][0] for p in pts}:
+        return ["- Obs. 3: layers 0, 1 and some later layer not measured yet; not checked."]
+    out = [f"- {len(pts)} of {len(result['points'])} layers measured; the comparison uses those."]
     ranked = sorted(pts, key=lambda p: -p["accuracy_drop_pp"])
     order = [p["layers"][0] for p in ranked]
     others = [p for p in pts if p["layers"][0] >= 2]
     median_other = statistics.median(p["accuracy_drop_pp"] for p in others)
-    out = []
     for layer in (0, 1):
         p = next(q for q in pts if q["layers"] == [layer])
         drop, low, _ = _ci(p)
@@ -110,11 +110,12 @@ def check_layers(result: dict[str, Any]) -> list[str]:
         state = "holds" if low > median_other else "not decided"
         out.append(f"- Obs. 3, layer {layer}: mean drop {_fmt(p)} pp ({rel:.0f} % of the original accuracy), "
                    f"rank {order.index(layer) + 1} of {len(pts)} by drop; the median drop of layers 2–"
-                   f"{len(pts) - 1} is {median_other:.1f} pp → {state} (its interval lies above that median: "
-                   f"{'yes' if low > median_other else 'no'}).")
-    last = [p for p in pts if p["layers"][0] >= len(pts) - 3]
-    out.append("- The last three layers (paper: about 3 % lost): " + "; ".join(
-        f"layer {p['layers'][0]}: {_fmt(p)} pp" for p in last) + ".")
+                   f"{max(p['layers'][0] for p in others)} is {median_other:.1f} pp → {state} "
+                   f"(its interval lies above that median: {'yes' if low > median_other else 'no'}).")
+    last = [p for p in pts if p["layers"][0] >= len(result["points"]) - 3]
+    if last:
+        out.append("- The last three layers (paper: about 3 % lost): " + "; ".join(
+            f"layer {p['layers'][0]}: {_fmt(p)} pp" for p in last) + ".")
     out.append("- Most harmful five: " + ", ".join(f"layer {p['layers'][0]} ({p['accuracy_drop_pp']:.1f} pp)"
                                                     for p in ranked[:5]) + ".")
     return out
