@@ -1,12 +1,15 @@
 """Model surgery: apply a γ to a loaded model in place, and undo it exactly.
 
 A study evaluates hundreds of γ on one loaded model, so reloading between trials is
-not an option. :func:`apply` swaps each decomposed ``nn.Linear`` for a
+not an option. :func:`apply` swaps each decomposed weight's module (``nn.Linear``, ``Conv1D``, experts) for a
 :class:`~dse.layers.FactorizedLinear` and keeps the original module objects aside;
 :func:`undo` puts those very objects back, so the restored model is the original one
 bit for bit (its weights were never touched). The modules are found through the
-model's family adapter (``space.families``), so Llama-family and BERT models work
-without hard-coded paths, also under task heads that prefix the block list.
+model's family adapter (``space.families``), so every supported family works without
+hard-coded paths, also under task heads that prefix the block list; how a weight is
+read out of its module and what replaces it (Linear, GPT-2 Conv1D, 3-D expert
+parameters) is :mod:`dse.adapters`' job. Two expert tensors of one layer (``gate_up``,
+``down``) live in one module: it is replaced once and its original kept once.
 
 The originals are kept on the :class:`~dse.models.LoadedModel` (``originals``: module
 path -> original module; ``applied``: the :class:`SurgeryReport` of the installed γ).
@@ -29,7 +32,6 @@ if TYPE_CHECKING:
 
     from dse.cache import FactorCache
     from dse.decompose import TuckerFactors
-    from dse.layers import FactorizedLinear
     from dse.models import LoadedModel
 
 __all__ = [
@@ -150,8 +152,7 @@ def _install(
     import torch
     from tqdm.auto import tqdm
 
-    from dse.decompose import relative_error
-    from dse.layers import FactorizedLinear
+    from dse import adapters
 
     spec = loaded.spec
     model = loaded.model
@@ -167,22 +168,19 @@ def _install(
             bar = tqdm(pairs, desc=f"decomposing {label}", unit="tensor", disable=not progress,
                        leave=False)
             for pair in bar:
-                path = f"{prefix}.{pair.layer}.{spec.tensor(pair.tensor).path}"
-                original = model.get_submodule(path)
-                if not isinstance(original, torch.nn.Linear):
-                    raise InvalidConfigError(
-                        f"{loaded.name}: module {path!r} is a {type(original).__name__}, "
-                        f"not an nn.Linear; cannot decompose it"
-                    )
+                tensor = spec.tensor(pair.tensor)
+                path = f"{prefix}.{pair.layer}.{tensor.module}"
+                current = model.get_submodule(path)
+                original = originals.get(path, current)  # experts: a sibling may be factored
+                weight = adapters.dense_weight(original, tensor, path)
                 bar.set_postfix_str(f"L{pair.layer} {pair.tensor} r={pair.rank}")
-                weight = original.weight.detach()
                 start = time.perf_counter()
                 factors, hit, rel_error = obtain(pair, weight)
                 seconds += time.perf_counter() - start  # decomposing or reading the cache only
                 if rel_error is None:
-                    rel_error = relative_error(weight, factors)
-                replacement = FactorizedLinear.from_linear(original, factors, fold=fold)
-                originals[path] = original
+                    rel_error = adapters.relative_error(weight, factors)
+                replacement = adapters.factorized(current, original, tensor, factors, fold=fold)
+                originals.setdefault(path, original)
                 set_module(model, path, replacement)
                 results.append(TensorResult(layer=pair.layer, tensor=pair.tensor, rank=pair.rank,
                                             rel_error=float(rel_error), cached=hit))
@@ -248,14 +246,25 @@ def apply(
     pairs = gamma.validate_for(loaded.spec)
     fingerprint = loaded.fingerprint
 
-    def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, None]:
+    def one(pair: ResolvedPair, key: str, weight: torch.Tensor) -> tuple[TuckerFactors, bool]:
         from dse.decompose import decompose
 
         if cache is not None:
-            factors, hit = cache.factors(fingerprint, pair.layer, pair.tensor, weight, pair.rank,
-                                         method=method, label=loaded.name)
-            return factors, hit, None
-        return decompose(weight, pair.rank, method=method), False, None
+            return cache.factors(fingerprint, pair.layer, key, weight, pair.rank,
+                                 method=method, label=loaded.name)
+        return decompose(weight, pair.rank, method=method), False
+
+    def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, None]:
+        import torch
+
+        from dse.decompose import TuckerFactors
+
+        if weight.ndim == 2:
+            return (*one(pair, pair.tensor, weight), None)
+        # Experts: each expert's matrix on its own, cached under its own key.
+        parts = [one(pair, f"{pair.tensor}.expert{e}", weight[e]) for e in range(weight.shape[0])]
+        stacked = TuckerFactors(*(torch.stack(group) for group in zip(*(f for f, _ in parts))))
+        return stacked, all(hit for _, hit in parts), None
 
     return _install(loaded, gamma, pairs, obtain, method=method, fold=fold, progress=progress)
 
@@ -293,13 +302,15 @@ def install_factors(
         )
     for pair in pairs:
         f = factors[(pair.layer, pair.tensor)]
-        shape = loaded.spec.tensor(pair.tensor).shape
-        if tuple(f.u1.shape) != (shape[0], pair.rank) or tuple(f.u2.shape) != (shape[1], pair.rank) \
-                or tuple(f.core.shape) != (pair.rank, pair.rank):
+        tensor = loaded.spec.tensor(pair.tensor)
+        lead = (tensor.experts,) if tensor.kind == "experts" else ()
+        expected = [lead + (tensor.shape[0], pair.rank), lead + (pair.rank, pair.rank),
+                    lead + (tensor.shape[1], pair.rank)]
+        got = [tuple(f.u1.shape), tuple(f.core.shape), tuple(f.u2.shape)]
+        if got != expected:
             raise InvalidConfigError(
                 f"factors of layer {pair.layer} tensor {pair.tensor!r} have shapes "
-                f"{tuple(f.u1.shape)}, {tuple(f.core.shape)}, {tuple(f.u2.shape)}; expected "
-                f"({shape[0]}, {pair.rank}), ({pair.rank}, {pair.rank}), ({shape[1]}, {pair.rank})"
+                f"{', '.join(map(str, got))}; expected {', '.join(map(str, expected))}"
             )
 
     def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, float | None]:
@@ -340,29 +351,20 @@ def installed_factors(loaded: LoadedModel) -> dict[tuple[int, str], TuckerFactor
     report = current(loaded)
     if report is None:
         return {}
+    from dse import adapters
+
     prefix = _block_prefix(loaded)
     out = {}
     for result in report.per_tensor:
-        path = f"{prefix}.{result.layer}.{loaded.spec.tensor(result.tensor).path}"
-        module = loaded.model.get_submodule(path)
-        if not hasattr(module, "u1"):
-            raise InvalidConfigError(f"{loaded.name}: {path!r} was changed outside dse.surgery")
-        out[(result.layer, result.tensor)] = _module_factors(module)  # type: ignore[arg-type]
+        tensor = loaded.spec.tensor(result.tensor)
+        path = f"{prefix}.{result.layer}.{tensor.module}"
+        try:
+            out[(result.layer, result.tensor)] = adapters.factors_of(
+                loaded.model.get_submodule(path), tensor)
+        except InvalidConfigError:
+            raise InvalidConfigError(
+                f"{loaded.name}: {path!r} was changed outside dse.surgery") from None
     return out
-
-
-def _module_factors(module: FactorizedLinear) -> TuckerFactors:
-    """The factors a FactorizedLinear holds; a folded one has Γ inside U1, so Γ = I."""
-    import torch
-
-    from dse.decompose import TuckerFactors
-
-    u1, u2 = module.u1.detach(), module.u2.detach()
-    if module.core is None:
-        core = torch.eye(u1.shape[1], dtype=u1.dtype, device=u1.device)
-    else:
-        core = module.core.detach()
-    return TuckerFactors(u1, core, u2)
 
 
 @contextlib.contextmanager

@@ -106,7 +106,7 @@ def parameter_report(spec: ModelSpec, gamma: DecompositionConfig) -> ParameterRe
         tensor = spec.tensor(pair.tensor)
         height, width = tensor.shape
         before = tensor.params
-        after = factored_params(height, width, pair.rank)
+        after = tensor.factored_params(pair.rank)  # every expert's matrix of an MoE tensor
         entries.append(
             TensorReport(
                 layer=pair.layer,
@@ -203,11 +203,12 @@ def workload_cost(
     saved_per_token = 0
     reconstruct = 0
     for pair in gamma.validate_for(spec):
-        height, width = spec.tensor(pair.tensor).shape
-        if style == "factorized":
-            saved_per_token += height * width - factored_params(height, width, pair.rank)
+        tensor = spec.tensor(pair.tensor)
+        height, width = tensor.shape
+        if style == "factorized":  # an MoE tensor: only the top-k experts run per token
+            saved_per_token += tensor.active * (height * width - factored_params(height, width, pair.rank))
         else:
-            reconstruct += height * pair.rank * pair.rank + height * pair.rank * width
+            reconstruct += tensor.experts * (height * pair.rank * pair.rank + height * pair.rank * width)
     linear = linear_before - saved_per_token * tokens
     params = parameter_report(spec, gamma).params_after
     macs = linear + attention + reconstruct

@@ -109,7 +109,7 @@ for _preset in (
     PRESETS.register(_preset.name, _preset)
 
 # Bump when ModelSpec's fields change, so stale cached specs are not read.
-_SPEC_CACHE_VERSION = 1
+_SPEC_CACHE_VERSION = 2
 
 
 def preset_config_dict(name: str) -> dict[str, Any]:
