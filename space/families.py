@@ -153,6 +153,7 @@ def families_table() -> list[dict[str, object]]:
             "model_types": list(family.model_types),
             "tensors": list(family.tensors),
             "fused": {k: list(v) for k, v in family.fused.items()},
+            "experts": [k for k, path in family.tensors.items() if ".experts." in f".{path}"],
             "excluded": dict(family.excluded),
         })
     return rows
