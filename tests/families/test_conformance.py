@@ -149,6 +149,8 @@ class TestFamilyConformance:
         assert shown["family"] == family
         assert [t["name"] for t in shown["tensors"]] == list(spec.tensor_names)
         assert all(t["handling"] for t in shown["tensors"])
+        text = CliRunner().invoke(cli, ["space", "show", str(family_dirs[family])])
+        assert f"--tensors {','.join(spec.tensor_names)} (or all)" in text.stdout
 
 
 def _invoke_json(args: list[str]) -> dict[str, Any]:
