@@ -263,7 +263,7 @@ def apply(
             return (*one(pair, pair.tensor, weight), None)
         # Experts: each expert's matrix on its own, cached under its own key.
         parts = [one(pair, f"{pair.tensor}.expert{e}", weight[e]) for e in range(weight.shape[0])]
-        stacked = TuckerFactors(*(torch.stack(group) for group in zip(*(f for f, _ in parts))))
+        stacked = TuckerFactors(*(torch.stack(group) for group in zip(*(f for f, _ in parts), strict=True)))
         return stacked, all(hit for _, hit in parts), None
 
     return _install(loaded, gamma, pairs, obtain, method=method, fold=fold, progress=progress)

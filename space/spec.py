@@ -84,7 +84,7 @@ class TensorSpec(BaseModel):
         return self.experts * self.out_features * self.in_features
 
     def factored_params(self, rank: int) -> int:
-        """Parameters after Tucker-2 at ``rank``: experts × (H·r + r² + r·W)."""
+        """Parameters after Tucker-2 at ``rank``: for each expert, H·r + r² + r·W."""
         return self.experts * (self.out_features * rank + rank * rank + rank * self.in_features)
 
 

@@ -123,7 +123,8 @@ class TestFamilyConformance:
         dense = logits(loaded)
         layers = tuple(range(spec.n_layers))
         ranks = {f"{layer}:{t.name}": t.rank for layer in layers for t in spec.tensors}
-        with surgery.decomposed(loaded, DecompositionConfig(layers=layers, tensors="all", ranks=ranks)) as report:
+        full = DecompositionConfig(layers=layers, tensors="all", ranks=ranks)
+        with surgery.decomposed(loaded, full) as report:
             assert report.max_rel_error < 1e-5
             factored = logits(loaded)
         scale = float(dense.abs().max())
