@@ -10,7 +10,7 @@ expert by expert into a :class:`~dse.layers_moe.FactorizedExperts`).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from space.errors import InvalidConfigError
 
@@ -36,7 +36,7 @@ def dense_weight(original: torch.nn.Module, tensor: TensorSpec, where: str) -> t
     if tensor.kind == "linear" and isinstance(original, torch.nn.Linear):
         return original.weight.detach()
     if tensor.kind == "conv1d" and is_conv1d(original):
-        return original.weight.detach().T
+        return _tensor(original, "weight").detach().T
     if tensor.kind == "experts":
         param = getattr(original, tensor.param, None)
         if isinstance(param, torch.nn.Parameter) and param.ndim == 3:
@@ -62,12 +62,13 @@ def factorized(current: torch.nn.Module, original: torch.nn.Module, tensor: Tens
         module.set_factors(tensor.param, factors, fold=fold)
         return module
     if tensor.kind == "conv1d":
-        weight = original.weight
+        weight = _tensor(original, "weight")
+        bias = getattr(original, "bias", None)
         u1, core, u2 = (t.to(device=weight.device, dtype=weight.dtype) for t in factors)
         if (int(u1.shape[0]), int(u2.shape[0])) != tensor.shape:
             raise InvalidConfigError(f"factors {tuple(u1.shape)}, {tuple(u2.shape)} do not fit "
                                      f"a {tensor.shape[0]}×{tensor.shape[1]} Conv1D weight")
-        layer = FactorizedLinear(u1, core, u2, original.bias, fold=fold)
+        layer = FactorizedLinear(u1, core, u2, bias, fold=fold)
         layer.requires_grad_(weight.requires_grad)
         return layer
     return FactorizedLinear.from_linear(original, factors, fold=fold)  # type: ignore[arg-type]
@@ -86,11 +87,18 @@ def factors_of(module: torch.nn.Module, tensor: TensorSpec) -> TuckerFactors:
         return module.stacked_factors(tensor.param)
     if not hasattr(module, "u1"):
         raise InvalidConfigError(f"a {type(module).__name__} holds no factors")
-    u1, u2 = module.u1.detach(), module.u2.detach()
-    core = module.core
+    u1, u2 = _tensor(module, "u1").detach(), _tensor(module, "u2").detach()
+    core = getattr(module, "core", None)
     core = (torch.eye(u1.shape[1], dtype=u1.dtype, device=u1.device) if core is None
             else core.detach())
     return TuckerFactors(u1, core, u2)
+
+
+def _tensor(module: torch.nn.Module, name: str) -> torch.Tensor:
+    """A tensor attribute of a module, typed as one (nn.Module attributes are untyped)."""
+    value = getattr(module, name)
+    assert value is not None
+    return cast("torch.Tensor", value)
 
 
 def relative_error(weight: torch.Tensor, factors: TuckerFactors) -> float:

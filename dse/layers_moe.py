@@ -12,7 +12,7 @@ The router is outside this module and is never touched.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -45,7 +45,7 @@ class FactorizedExperts(nn.Module):
                 f"{type(original).__name__} stores its experts in a layout other than "
                 f"(experts, out, in) with concatenated gate|up and no bias; not supported"
             )
-        self.num_experts = int(original.gate_up_proj.shape[0])
+        self.num_experts = int(getattr(original, "gate_up_proj").shape[0])
         self.act_fn = original.act_fn
         for name in EXPERT_PARAMS:
             self.register_parameter(name, getattr(original, name))  # the same objects, shared
@@ -80,7 +80,7 @@ class FactorizedExperts(nn.Module):
 
         chains = self.factored[name]
         u1s, cores, u2s = [], [], []
-        for chain in chains:
+        for chain in cast("list[FactorizedLinear]", list(cast("nn.ModuleList", chains))):
             u1s.append(chain.u1.detach())
             u2s.append(chain.u2.detach())
             rank = chain.u1.shape[1]
@@ -90,8 +90,11 @@ class FactorizedExperts(nn.Module):
 
     def _project(self, name: str, x: torch.Tensor, expert: int) -> torch.Tensor:
         if name in self.factored:
-            return self.factored[name][expert](x)  # type: ignore[no-any-return]
-        return F.linear(x, self._parameters[name][expert])  # type: ignore[index]
+            chains = cast("nn.ModuleList", self.factored[name])
+            return cast("torch.Tensor", chains[expert](x))
+        dense = self._parameters[name]
+        assert dense is not None
+        return F.linear(x, dense[expert])
 
     def forward(
         self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
@@ -108,7 +111,7 @@ class FactorizedExperts(nn.Module):
             top_k_pos, token_idx = torch.where(mask[expert])
             state = hidden_states[token_idx]
             gate, up = self._project("gate_up_proj", state, expert).chunk(2, dim=-1)
-            out = self._project("down_proj", self.act_fn(gate) * up, expert)
+            out = self._project("down_proj", self.act_fn(gate) * up, expert)  # type: ignore[operator]
             out = out * top_k_weights[token_idx, top_k_pos, None]
             final.index_add_(0, token_idx, out.to(final.dtype))
         return final

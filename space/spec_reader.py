@@ -75,12 +75,12 @@ def linear_macs(family: Family, model: torch.nn.Module, blocks: Any, top_k: int)
         if isinstance(module, torch.nn.Linear):
             macs += module.in_features * module.out_features
         elif is_conv1d(module):
-            macs += int(module.weight.numel())
+            macs += int(getattr(module, "weight").numel())
     for block in blocks:
         for path in family.routers:
             router = block.get_submodule(path)
             if not isinstance(router, torch.nn.Linear):  # a Linear router is counted above
-                macs += int(router.weight.numel())
+                macs += int(getattr(router, "weight").numel())
         for tensor in read_block(family, block, "", top_k):
             if tensor.kind == "experts":
                 macs += tensor.active * tensor.out_features * tensor.in_features

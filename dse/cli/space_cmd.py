@@ -61,7 +61,7 @@ def show(model: str, as_json: bool) -> None:
 
     spec = load_spec(model)
     layer_params = sum(t.params for t in spec.tensors)
-    tensors = [
+    tensors: list[dict[str, Any]] = [
         {
             "name": t.name,
             "path": t.path,
