@@ -58,6 +58,7 @@ class ForwardTimer:
 
 
 def bench(model_name: str, task: str, limit: int, batch_sizes: list[int], threads: int | None) -> list[dict[str, Any]]:
+    """Time ``task`` on ``limit`` documents at each batch size; one row per batch size."""
     import torch
 
     from dse.models import load_model
@@ -102,6 +103,7 @@ def bench(model_name: str, task: str, limit: int, batch_sizes: list[int], thread
 
 
 def main() -> None:
+    """Parse the flags, run the benchmark and print its table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--task", default="dse_arc_easy")

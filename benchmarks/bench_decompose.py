@@ -37,18 +37,23 @@ def _excess_pct(error: float, best: float) -> float:
 
 
 def _smollm2_weights() -> tuple[str, list[tuple[int, str, Any]]]:
+    import torch
+
     from dse.models import load_model
 
     loaded = load_model("smollm2-135m")
     spec = loaded.spec
-    weights = [
-        (layer, t.name, loaded.model.get_submodule(spec.module_path(layer, t.name)).weight.detach())
-        for layer in range(spec.n_layers) for t in spec.tensors
-    ]
+    weights = []
+    for layer in range(spec.n_layers):
+        for t in spec.tensors:
+            module = loaded.model.get_submodule(spec.module_path(layer, t.name))
+            assert isinstance(module, torch.nn.Linear), f"{t.name} is a {type(module).__name__}"
+            weights.append((layer, t.name, module.weight.detach()))
     return loaded.fingerprint, weights
 
 
 def bench_smollm2(ranks: list[int], *, methods: bool = True) -> None:
+    """Decompose every SmolLM2-135M tensor and print errors and times per rank."""
     import torch
 
     from dse.cache import FactorCache
@@ -66,7 +71,7 @@ def bench_smollm2(ranks: list[int], *, methods: bool = True) -> None:
     for rank in ranks if methods else []:
         for method in ("svd", "hooi"):
             seconds, worst_error, worst_excess = 0.0, 0.0, 0.0
-            for (_, _, weight), s in zip(weights, singular_values):
+            for (_, _, weight), s in zip(weights, singular_values, strict=True):
                 begin = time.perf_counter()
                 factors = decompose(weight, rank, method=method)
                 seconds += time.perf_counter() - begin
@@ -109,6 +114,7 @@ def bench_smollm2(ranks: list[int], *, methods: bool = True) -> None:
 
 
 def bench_matrix(ranks: list[int], hooi_ranks: list[int], full_svd: bool) -> None:
+    """Time svd and hooi on one Llama-2-7B-sized matrix per rank."""
     import torch
 
     from dse.cache import FactorCache
@@ -167,6 +173,7 @@ def bench_matrix(ranks: list[int], hooi_ranks: list[int], full_svd: bool) -> Non
 
 
 def main() -> None:
+    """Parse the flags and run the benchmarks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hooi-ranks", default="64",
                         help="ranks at which tensorly runs on the 4096×11008 matrix (default 64)")

@@ -1,12 +1,13 @@
 """Forward latency of decomposed vs original SmolLM2-135M on this machine (prints figures).
 
 One "run" is what a chat turn costs: prefill a 128-token prompt, then 32 greedy decode
-steps with the KV cache, batch 1. For each configuration the original and the
+steps with the KV cache, batch 1 (the engine's own pass, ``objectives.workload.greedy_decode``,
+timed apart at the end of the prefill). For each configuration the original and the
 decomposed model are timed alternately in one process (undo / re-install between runs,
 so both see the same machine state; the CPUs here are shared), and the medians are
 compared. The configurations are the paper's Table IV rows for Llama-2-7B (32 layers,
-1-based) scaled to SmolLM2's 30 layers, 0-based, rank 1, all tensors, never touching
-layers 0-1 (heuristic 3).
+1-based) scaled to SmolLM2's 30 layers by ``space.paper.scale_paper_layers`` (as a study
+seeds them), 0-based, rank 1, all tensors, never touching layers 0-1 (heuristic 3).
 
 Usage: .venv/bin/python benchmarks/bench_latency.py [--repeats 7] [--threads 1] [--fold]
 """
@@ -18,53 +19,38 @@ import statistics
 import time
 from typing import Any
 
+from objectives.base import EvalTarget
+from objectives.workload import Workload, greedy_decode, synchronize, workload_input_ids
+from space.paper import PAPER_TABLE_IV, scale_paper_layers
+
 # The paper's Table IV rows (1-based layers of 32-layer Llama-2-7B) with 2, 3, 5 and 7 layers.
-PAPER_ROWS: tuple[tuple[int, ...], ...] = (
-    (3, 30),
-    (3, 18, 32),
-    (3, 9, 15, 21, 27),
-    (5, 9, 13, 17, 21, 25, 29),
-)
+PAPER_ROWS: tuple[tuple[int, ...], ...] = tuple(layers for _, layers in PAPER_TABLE_IV[:4])
+FIRST_ALLOWED = 2  # heuristic 3: layers 0-1 stay undecomposed
 
 
-def scale_layers(paper_layers: tuple[int, ...], *, n_layers: int, paper_n_layers: int = 32,
-                 first_allowed: int = 2) -> tuple[int, ...]:
-    """Map 1-based layers of a ``paper_n_layers`` model onto 0-based layers of ``n_layers``."""
-    scaled = []
-    for layer in paper_layers:
-        position = (layer - 1) * (n_layers - 1) / (paper_n_layers - 1)
-        scaled.append(max(first_allowed, min(n_layers - 1, round(position))))
-    if len(set(scaled)) != len(scaled):
-        raise ValueError(f"scaling {paper_layers} collided: {scaled}")
-    return tuple(scaled)
+def one_run(target: EvalTarget, workload: Workload, prompt_ids: Any) -> tuple[float, float]:
+    """Seconds for the prefill and for the greedy decode steps after it: the engine's pass."""
+    marks: list[float] = []
 
+    def mark() -> None:
+        synchronize(target.device)
+        marks.append(time.perf_counter())
 
-def one_run(model: Any, prompt_ids: Any, *, decode_steps: int) -> tuple[float, float]:
-    """Seconds for the prefill and for ``decode_steps`` greedy steps after it."""
-    import torch
-
-    with torch.inference_mode():
-        start = time.perf_counter()
-        out = model(input_ids=prompt_ids, use_cache=True)
-        next_token = out.logits[:, -1:].argmax(-1)
-        prefill = time.perf_counter() - start
-        past = out.past_key_values
-        start = time.perf_counter()
-        for _ in range(decode_steps):
-            out = model(input_ids=next_token, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            next_token = out.logits[:, -1:].argmax(-1)
-        decode = time.perf_counter() - start
-    return prefill, decode
+    mark()
+    greedy_decode(target, workload, input_ids=prompt_ids, after_prefill=mark)
+    mark()
+    start, prefilled, end = marks
+    return prefilled - start, end - prefilled
 
 
 def main() -> None:
+    """Parse the flags, time the configurations and print the table and fitted slope."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per model and configuration")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--decode-steps", type=int, default=32)
     parser.add_argument("--fold", action="store_true", help="fold Γ into U1 (two matmuls)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default); 1 is steadiest on a shared machine")
     args = parser.parse_args()
@@ -81,15 +67,14 @@ def main() -> None:
 
     loaded = load_model("smollm2-135m", device=args.device)
     spec = loaded.spec
-    generator = torch.Generator().manual_seed(0)
-    prompt_ids = torch.randint(3, spec.vocab_size, (1, args.prompt_tokens), generator=generator)
-    prompt_ids = prompt_ids.to(args.device)
+    target = loaded.target()
+    # The engine's workload: seeded prompt ids, batch 1, greedy decode on the KV cache.
+    workload = Workload(prefill_tokens=args.prompt_tokens, decode_tokens=args.decode_steps, batch_size=1)
+    prompt_ids = workload_input_ids(target, workload)
     cache = FactorCache(None)
 
     def timed() -> tuple[float, float]:
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        return one_run(loaded.model, prompt_ids, decode_steps=args.decode_steps)
+        return one_run(target, workload, prompt_ids)
 
     print(f"SmolLM2-135M, {args.device}, float32, torch threads {torch.get_num_threads()}, "
           f"batch 1, prefill {args.prompt_tokens} tokens + {args.decode_steps} greedy decode steps, "
@@ -103,7 +88,7 @@ def main() -> None:
     slopes: list[float] = []
     points: list[tuple[float, float]] = []  # (parameter reduction %, latency reduction %)
     for paper_layers in PAPER_ROWS:
-        layers = scale_layers(paper_layers, n_layers=spec.n_layers)
+        layers = scale_paper_layers(paper_layers, spec.n_layers, low=FIRST_ALLOWED)
         gamma = DecompositionConfig(layers=layers, tensors="all", rank=1)
         report = surgery.apply(loaded, gamma, cache=cache, fold=args.fold)
         factors = surgery.installed_factors(loaded)
@@ -132,7 +117,7 @@ def main() -> None:
         slope = cut / report.param_reduction_pct
         slopes.append(slope)
         points.append((report.param_reduction_pct, cut))
-        print(f"{str(list(paper_layers)):<27} {str(list(layers)):<24} {report.param_reduction_pct:>9.2f} "
+        print(f"{list(paper_layers)!s:<27} {list(layers)!s:<24} {report.param_reduction_pct:>9.2f} "
               f"{orig_total:>7.3f} {dec_total:>8.3f} {dec_total / orig_total:>6.3f} {cut:>10.2f} "
               f"{prefill_cut:>10.2f} {decode_cut:>9.2f} {slope:>11.2f}")
     # A line through the origin weights the larger (less noisy) reductions more than a mean of ratios.

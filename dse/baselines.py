@@ -1,49 +1,79 @@
-"""Baselines kept between runs of ``dse evaluate``: one JSON file per (fingerprint, accuracy key).
+"""The one store of baseline records: the ``dse_baselines`` table of an engine database.
 
-Studies keep theirs in the study database; this store serves the one-off command, so a
-second ``dse evaluate`` of the same model on the same documents does not measure the
-undecomposed model again.
+A baseline is the undecomposed model measured once under one set of measurement
+settings, keyed by (model fingerprint, ``settings.accuracy_key()``); every trial's drop
+is paired against it. A study keeps its baselines in its own database; ``dse evaluate``
+keeps them in ``<cache>/baselines.db`` (the same tables), so a second evaluation of the
+same model on the same documents does not measure the original model again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from dse.evaluation import BaselineRecord
 from space.env import cache_dir
 
-__all__ = ["BaselineStore"]
+if TYPE_CHECKING:
+    from dse.study.memo import EngineTables
+
+__all__ = ["BASELINES_DB", "BaselineStore", "default_baselines_path"]
 
 logger = logging.getLogger(__name__)
 
+BASELINES_DB = "baselines.db"
+
+
+def default_baselines_path() -> Path:
+    """Where ``dse evaluate`` keeps its baselines: ``<cache>/baselines.db``."""
+    return cache_dir() / BASELINES_DB
+
 
 class BaselineStore:
-    """Baseline records as JSON files under ``<cache>/baselines``."""
+    """Baseline records in the ``dse_baselines`` table of one database.
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else cache_dir() / "baselines"
+    ``BaselineStore()`` opens the default database (:func:`default_baselines_path`);
+    a study passes the tables of its own database, :meth:`at` opens any storage URL.
+    """
 
-    def _path(self, fingerprint: str, accuracy_key: str) -> Path:
-        return self.root / f"{fingerprint}-{accuracy_key}.json"
+    def __init__(self, tables: EngineTables | None = None) -> None:
+        if tables is None:
+            path = default_baselines_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tables = _open_tables(f"sqlite:///{path}")
+        self.tables = tables
+
+    @classmethod
+    def at(cls, storage: str) -> BaselineStore:
+        """The store in the database at ``storage`` (an SQLAlchemy URL), created if missing.
+
+        Raises:
+            StorageError: the URL is malformed or the database cannot be opened.
+        """
+        return cls(_open_tables(storage))
 
     def get(self, fingerprint: str, accuracy_key: str) -> BaselineRecord | None:
-        path = self._path(fingerprint, accuracy_key)
-        if not path.is_file():
+        """The stored baseline, or None (also for a record this version cannot read)."""
+        stored = self.tables.baseline_get(fingerprint, accuracy_key)
+        if stored is None:
             return None
         try:
-            return BaselineRecord.model_validate_json(path.read_text())
-        except ValueError as exc:
-            logger.warning("stored baseline %s is unreadable (%s); measuring again", path, exc)
+            return BaselineRecord.model_validate(stored)
+        except ValidationError as exc:
+            logger.warning("stored baseline of %s is unreadable (%s); measuring again", fingerprint, exc)
             return None
 
     def put(self, record: BaselineRecord) -> None:
-        path = self._path(record.fingerprint, record.settings_key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(record.model_dump_json())
-            tmp.replace(path)
-        except OSError as exc:
-            logger.warning("could not store the baseline at %s (%s)", path, exc)
+        """Keep ``record`` under its fingerprint and settings key (the first one stored stays)."""
+        self.tables.baseline_put(record.fingerprint, record.settings_key, record.model_dump(mode="json"))
+
+
+def _open_tables(storage: str) -> EngineTables:
+    from dse.study.memo import EngineTables
+    from dse.study.storage import check_storage
+
+    return EngineTables(check_storage(storage, create=True))

@@ -38,7 +38,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -236,8 +236,10 @@ class FactorCache:
         cls, cache_dir: str | os.PathLike[str] | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
         memory_bytes: int = DEFAULT_MEMORY_BYTES,
     ) -> FactorCache:
-        """The cache in the ``factors`` folder of a ``--cache-dir`` (default: $DSE_CACHE_DIR, else
-        the platform cache dir), as every command that takes ``--cache-dir`` places it."""
+        """The cache in the ``factors`` folder of a ``--cache-dir``, where every command places it.
+
+        The folder defaults to $DSE_CACHE_DIR, else the platform cache dir.
+        """
         from space.env import cache_dir as resolve
 
         return cls(resolve(cache_dir) / "factors", max_bytes=max_bytes, memory_bytes=memory_bytes)
@@ -508,7 +510,7 @@ class FactorCache:
             return None, "SHA-256 checksum mismatch"
         try:
             tensors = load(data)
-        except Exception as exc:  # safetensors raises its own error types
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types; reported as a bad entry
             return None, f"unreadable safetensors data: {exc}"
         expected = _expected_shapes(method, rank, shape)
         got = {name: tuple(t.shape) for name, t in tensors.items()}
@@ -655,10 +657,8 @@ class FactorCache:
             for path in folder.iterdir():
                 if path.name.endswith((".safetensors", ".safetensors.tmp")):
                     path.unlink(missing_ok=True)
-            try:
+            with suppress(OSError):  # not ours, or not empty: leave it
                 folder.rmdir()
-            except OSError:
-                pass  # not ours, or not empty: leave it
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -195,7 +195,7 @@ def _randomized_svd(matrix: torch.Tensor, rank: int, *, seed: int) -> SingularTr
     # cheap Cholesky-QR (the intermediate one) is always the larger.
     transpose = matrix.shape[0] > matrix.shape[1]
     a = matrix.T if transpose else matrix
-    q = min(_oversampled_width(rank), min(a.shape))
+    q = min(_oversampled_width(rank), *a.shape)
     generator = torch.Generator(device=a.device).manual_seed(seed)
     omega = torch.randn(a.shape[1], q, generator=generator, device=a.device, dtype=a.dtype)
     total = float(torch.linalg.vector_norm(a, dtype=torch.float64) ** 2)
@@ -316,7 +316,7 @@ def truncated_svd(
     with torch.no_grad():
         matrix = weight.detach().to(_compute_dtype(weight))
         use_randomized = algorithm == "randomized" or (
-            algorithm == "auto" and _uses_randomized(tuple(matrix.shape), rank)
+            algorithm == "auto" and _uses_randomized((matrix.shape[0], matrix.shape[1]), rank)
         )
         if use_randomized and rank < min(matrix.shape):
             triplets = _randomized_svd(matrix, rank, seed=seed)
@@ -416,8 +416,10 @@ def relative_error(
 
 
 def optimal_relative_error(singular_values: torch.Tensor, rank: int) -> float:
-    """The least relative Frobenius error of any rank-``rank`` approximation (Eckart–Young):
-    ``sqrt(Σ_{i>r} σ_i² / Σ_i σ_i²)``, in float64."""
+    """The least relative Frobenius error of any rank-``rank`` approximation (Eckart–Young).
+
+    It is ``sqrt(Σ_{i>r} σ_i² / Σ_i σ_i²)``, in float64.
+    """
     s = singular_values.detach().double().flatten()
     if rank < 0:
         raise InvalidConfigError(f"rank must be non-negative, got {rank}")

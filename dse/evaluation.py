@@ -66,11 +66,9 @@ class MeasurementSettings(BaseModel):
     @field_validator("tasks")
     @classmethod
     def _some_tasks(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
-        if not tasks:
-            raise ValueError("at least one task is required, e.g. dse_arc_easy")
-        if len(set(tasks)) != len(tasks):
-            raise ValueError(f"a task is listed twice in {list(tasks)}")
-        return tasks
+        from objectives.tasks import task_list
+
+        return task_list(tasks)
 
     def key(self) -> str:
         """A stable hash of what changes a trial's record (not where the data lives).
@@ -140,6 +138,8 @@ class BaselineRecord(BaseModel):
 
 
 class TaskRecord(BaseModel):
+    """One task's accuracy in a trial, its baseline and the paired drop (with its interval)."""
+
     accuracy: float
     baseline_accuracy: float
     drop_pp: float

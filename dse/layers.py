@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+from torch.nn import functional as F  # noqa: N812 - torch's own convention
 
 from space.errors import InvalidConfigError
 

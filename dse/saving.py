@@ -10,7 +10,6 @@ computed from, and installs the factors without decomposing anything.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

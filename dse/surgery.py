@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -416,7 +416,9 @@ def greedy_continuation(loaded: LoadedModel, prompt: str, *, max_new_tokens: int
     model.eval()
     try:
         with torch.no_grad():
-            output = model.generate(
+            # hasattr above: every generating model has ``generate`` (nn.Module's typing cannot say so).
+            generate = cast("Callable[..., torch.Tensor]", model.generate)
+            output = generate(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                 pad_token_id=pad, temperature=None, top_p=None, top_k=None,
             )

@@ -50,6 +50,7 @@ from objectives.tasks import (
     is_local_task,
     local_task_names,
     missing_files,
+    task_list,
 )
 from space.env import cache_dir, resolve_data_dir
 from space.errors import DataError, InvalidConfigError, UnknownNameError
@@ -136,11 +137,11 @@ def _quiet_lm_eval() -> Iterator[None]:
     level = logger.level
     original_tqdm = task_module.tqdm
     logger.setLevel(logging.ERROR)
-    task_module.tqdm = functools.partial(tqdm, disable=True)  # type: ignore[assignment]
+    task_module.tqdm = functools.partial(tqdm, disable=True)
     try:
         yield
     finally:
-        task_module.tqdm = original_tqdm  # type: ignore[assignment]
+        task_module.tqdm = original_tqdm
         logger.setLevel(level)
 
 
@@ -160,15 +161,18 @@ def _silent_hflm_class() -> type:
     """HFLM whose request loops draw no bars of their own (ours names the task instead)."""
     from lm_eval.models.huggingface import HFLM
 
-    class _SilentHFLM(HFLM):  # type: ignore[misc, valid-type]
+    class _SilentHFLM(HFLM):  # type: ignore[misc]  # lm-eval is untyped
         def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-            return super().loglikelihood(requests, disable_tqdm=True)
+            results: list[Any] = super().loglikelihood(requests, disable_tqdm=True)
+            return results
 
         def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+            results: list[Any] = super().loglikelihood_rolling(requests, disable_tqdm=True)
+            return results
 
         def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-            return super().generate_until(requests, disable_tqdm=True)
+            results: list[Any] = super().generate_until(requests, disable_tqdm=True)
+            return results
 
     return _SilentHFLM
 
@@ -256,12 +260,7 @@ class AccuracyObjective(Objective):
         data_dir: str | os.PathLike[str] | None = None,
         show_progress: bool = True,
     ) -> None:
-        names = [tasks] if isinstance(tasks, str) else list(tasks)
-        if not names:
-            raise InvalidConfigError(f"no tasks given; local tasks: {', '.join(local_task_names())}")
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise InvalidConfigError(f"task(s) {', '.join(duplicates)} given twice; name each task once")
+        names = task_list(tasks)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise InvalidConfigError(f"limit must be a positive number of documents per task or None, got {limit!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -380,7 +379,7 @@ class AccuracyObjective(Objective):
                     loaded = manager.load([name])
             except DataError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - lm-eval / datasets raise many kinds
+            except Exception as exc:  # lm-eval / datasets raise many kinds; re-raised as DataError
                 where = "the data directory" if is_local_task(name) else "the Hugging Face hub (offline?)"
                 raise DataError(f"task {name!r} could not be loaded from {where}: {type(exc).__name__}: {exc}") from exc
             leaves = dict(loaded["tasks"])

@@ -48,7 +48,7 @@ class Objective(abc.ABC):
 
     name: ClassVar[str]
 
-    def setup(self, target: EvalTarget) -> None:
+    def setup(self, target: EvalTarget) -> None:  # noqa: B027 - an optional hook; by default nothing
         """Called once per process before the first ``measure``, e.g. to warm up. Optional."""
 
     @abc.abstractmethod

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import itertools
 import re
 import threading
 import time
@@ -149,7 +150,7 @@ class NvmlPowerMeter(EnergyMeter):
             raise self._error
         self._sample()
         samples = sorted(self._samples)
-        energy = sum((t1 - t0) * (p0 + p1) / 2.0 for (t0, p0), (t1, p1) in zip(samples, samples[1:]))
+        energy = sum((t1 - t0) * (p0 + p1) / 2.0 for (t0, p0), (t1, p1) in itertools.pairwise(samples))
         duration = samples[-1][0] - samples[0][0]
         return MeterReading(
             energy_j=energy,
@@ -261,7 +262,7 @@ class RaplMeter(EnergyMeter):
         duration = self._clock() - self._t0
         total_uj = 0
         wraps = 0
-        for zone, before, after in zip(self._zones, self._uj0, uj1):
+        for zone, before, after in zip(self._zones, self._uj0, uj1, strict=True):
             delta = after - before
             if delta < 0:
                 if zone.max_energy_range_uj is None:

@@ -236,7 +236,7 @@ def t_quantile(p: float, df: float) -> float:
         return 0.0
     if df > _EXACT_T_MAX_DF:
         return _cornish_fisher(p, df)
-    nu = int(math.floor(df))
+    nu = math.floor(df)
     target = 2.0 * p - 1.0  # P(|T| <= t)
     low, high = 0.0, 1.0
     while _t_central_mass(high, nu) < target:

@@ -1,7 +1,7 @@
-"""Perplexity on WikiText-2 (test) with a sliding window: a cheap, smooth fidelity measure.
+r"""Perplexity on WikiText-2 (test) with a sliding window: a cheap, smooth fidelity measure.
 
 The text is Hugging Face's ``wikitext-2-raw-v1`` test split as the usual recipe uses it
-(``"\\n\\n".join(dataset["text"])``), rebuilt from the two files in
+(``"\n\n".join(dataset["text"])``), rebuilt from the two files in
 ``<data dir>/wikitext2``: ``wiki.test.raw`` holds the raw text of the 2,891 non-empty
 lines, and ``test.txt`` (the tokenised release, 4,358 lines) says where the blank lines
 were. Without ``test.txt`` the raw lines are joined with blank lines between them (the
@@ -55,7 +55,7 @@ class PerplexityMeasurement(Measurement):
 
 
 def wikitext2_test_text(data_dir: Path) -> str:
-    """The test split as ``"\\n\\n".join(hf_dataset["text"])`` (see the module docstring).
+    r"""The test split as ``"\n\n".join(hf_dataset["text"])`` (see the module docstring).
 
     Raises:
         DataError: ``wiki.test.raw`` is missing, or ``test.txt`` does not match it.
@@ -113,7 +113,9 @@ class PerplexityObjective(Objective):
         if max_length is not None:
             _check_int("max_length", max_length, minimum=2)
             if stride > max_length:
-                raise InvalidConfigError(f"stride must be at most max_length, got stride={stride}, max_length={max_length}")
+                raise InvalidConfigError(
+                    f"stride must be at most max_length, got stride={stride}, max_length={max_length}"
+                )
         if max_tokens is not None:
             _check_int("max_tokens", max_tokens, minimum=2)
         resolved = resolve_data_dir(data_dir)

@@ -14,11 +14,12 @@ included), never stops early at an end-of-sequence token, and runs exactly
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from objectives.devices import check_device
 from space.errors import InvalidConfigError
 
 if TYPE_CHECKING:
@@ -77,28 +78,6 @@ def _one_line(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "workload"
         parts.append(f"workload {where}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(parts)
-
-
-def check_device(device: str) -> None:
-    """Refuse a CUDA device where there is none, in one line, before any work starts.
-
-    Raises:
-        InvalidConfigError: ``device`` is neither ``cpu`` nor a CUDA device that exists.
-    """
-    import torch
-
-    kind, _, index = device.partition(":")
-    if kind == "cpu" and not index:
-        return
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise InvalidConfigError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise InvalidConfigError(f"device {device!r} asked for, but no CUDA device is available: use --device cpu")
-    if index and int(index) >= torch.cuda.device_count():
-        raise InvalidConfigError(
-            f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s), cuda:0 .. "
-            f"cuda:{torch.cuda.device_count() - 1}"
-        )
 
 
 def synchronize(device: str) -> None:
@@ -171,7 +150,13 @@ def run_workload(target: EvalTarget, workload: Workload, *, input_ids: torch.Ten
     greedy_decode(target, workload, input_ids=input_ids)
 
 
-def greedy_decode(target: EvalTarget, workload: Workload, *, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+def greedy_decode(
+    target: EvalTarget,
+    workload: Workload,
+    *,
+    input_ids: torch.Tensor | None = None,
+    after_prefill: Callable[[], object] | None = None,
+) -> torch.Tensor:
     """The pass of :func:`run_workload`, returning the ``decode_tokens + 1`` tokens it chose.
 
     The prefill's logits choose the first new token and each of the ``decode_tokens``
@@ -180,6 +165,8 @@ def greedy_decode(target: EvalTarget, workload: Workload, *, input_ids: torch.Te
     returns no ``past_key_values`` (caching disabled or not supported) is decoded by
     feeding the whole sequence each step, which is what such a model costs; one that
     returns no ``logits`` (an encoder) runs the prefill only and returns no tokens.
+    ``after_prefill`` is called between the prefill and the first decode step (a
+    benchmark reads its clock there to time the two phases apart).
     """
     import torch
 
@@ -192,6 +179,8 @@ def greedy_decode(target: EvalTarget, workload: Workload, *, input_ids: torch.Te
             return ids[:, :0]
         past = getattr(out, "past_key_values", None)
         chosen = [logits[:, -1:, :].argmax(dim=-1)]
+        if after_prefill is not None:
+            after_prefill()
         sequence = ids
         for _ in range(workload.decode_tokens):
             if past is not None:

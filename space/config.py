@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypedDict
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -28,6 +28,14 @@ class ResolvedPair(NamedTuple):
 
 def _pair_key(layer: int, tensor: str) -> str:
     return f"{layer}:{tensor}"
+
+
+class CanonicalForm(TypedDict):
+    """γ's unique JSON form: sorted layers, tensors in spec order, one rank or a rank per pair."""
+
+    layers: list[int]
+    tensors: list[str]
+    rank: int | dict[str, int] | None
 
 
 class DecompositionConfig(BaseModel):
@@ -151,29 +159,25 @@ class DecompositionConfig(BaseModel):
             pairs.append(ResolvedPair(layer, name, rank))
         return pairs
 
-    def canonical(self, spec: ModelSpec) -> dict[str, object]:
+    def canonical(self, spec: ModelSpec) -> CanonicalForm:
         """A unique form: sorted layers, explicit tensors in spec order, collapsed ranks."""
         pairs = self.validate_for(spec)
         if not pairs:
             return {"layers": [], "tensors": [], "rank": None}
         ranks = {p.rank for p in pairs}
         rank: int | dict[str, int]
-        if len(ranks) == 1:
-            rank = ranks.pop()
-        else:
-            rank = {_pair_key(p.layer, p.tensor): p.rank for p in pairs}
+        rank = ranks.pop() if len(ranks) == 1 else {_pair_key(p.layer, p.tensor): p.rank for p in pairs}
         return {"layers": list(self.layers), "tensors": list(self.tensor_names(spec)), "rank": rank}
 
     def canonicalize(self, spec: ModelSpec) -> DecompositionConfig:
         """The equivalent γ in canonical form (a new object)."""
         form = self.canonical(spec)
-        if isinstance(form["rank"], dict):
-            return DecompositionConfig(layers=form["layers"], tensors=form["tensors"], rank=None,
-                                       ranks=form["rank"])  # type: ignore[arg-type]
-        if not form["layers"]:
+        layers, tensors, rank = tuple(form["layers"]), tuple(form["tensors"]), form["rank"]
+        if isinstance(rank, dict):
+            return DecompositionConfig(layers=layers, tensors=tensors, rank=None, ranks=rank)
+        if not layers or rank is None:
             return DecompositionConfig()
-        return DecompositionConfig(layers=form["layers"], tensors=form["tensors"],
-                                   rank=form["rank"])  # type: ignore[arg-type]
+        return DecompositionConfig(layers=layers, tensors=tensors, rank=rank)
 
     def hash(self, spec: ModelSpec) -> str:
         """A stable 16-hex-digit hash: the same γ written two ways hashes the same."""
@@ -186,10 +190,10 @@ class DecompositionConfig(BaseModel):
         if not form["layers"]:
             return "original"
         tensors = form["tensors"]
-        tensor_label = "all" if list(tensors) == list(spec.tensor_names) else ",".join(tensors)  # type: ignore[arg-type]
+        tensor_label = "all" if list(tensors) == list(spec.tensor_names) else ",".join(tensors)
         rank = form["rank"]
         rank_label = f"r={rank}" if isinstance(rank, int) else "r=mixed"
-        layers = ",".join(str(x) for x in form["layers"])  # type: ignore[union-attr]
+        layers = ",".join(str(x) for x in form["layers"])
         return f"L[{layers}] {tensor_label} {rank_label}"
 
 
@@ -199,8 +203,8 @@ def parse_int_list(text: str, what: str = "layers") -> tuple[int, ...]:
     if not text or text.lower() == "none":
         return ()
     values: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
+    for raw_part in text.split(","):
+        part = raw_part.strip()
         try:
             if "-" in part[1:]:
                 start, end = part.split("-", 1) if not part.startswith("-") else ("", "")

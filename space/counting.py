@@ -78,7 +78,8 @@ def theorem1_size(n_layers: int, n_tensors: int, n_ranks: int = 1) -> int:
             f"counts must be non-negative, got layers={n_layers}, tensors={n_tensors}, "
             f"ranks={n_ranks}"
         )
-    return (2**n_tensors - 1) * (2**n_layers - 1) * n_ranks + 1
+    size: int = (2**n_tensors - 1) * (2**n_layers - 1) * n_ranks + 1
+    return size
 
 
 def _check_rank(spec: ModelSpec, rank: int) -> None:
@@ -122,7 +123,8 @@ def count_layer_sets(layers: Sequence[int], min_gap: int = 1) -> int:
     """
     ordered = sorted(set(layers))
     if min_gap <= 1:
-        return 2 ** len(ordered) - 1
+        subsets: int = 2 ** len(ordered) - 1
+        return subsets
     prefix = [0]  # prefix[j] = sum of ending[0..j-1]
     reachable = 0  # how many of the earlier layers are ≤ current − min_gap
     for layer in ordered:
@@ -188,7 +190,8 @@ def space_size(spec: ModelSpec, *, rank: int = 1, fixed: bool = False) -> int:
     pairs = sum(
         2 ** (n - i) * _count_at_most(choices, r) for i, r in enumerate(tensor_ranks, start=1)
     )
-    return (2**spec.n_layers - 1) * pairs + 1
+    size: int = (2**spec.n_layers - 1) * pairs + 1
+    return size
 
 
 def size_report(spec: ModelSpec, *, rank: int = 1, fixed: bool = False) -> SpaceSize:

@@ -128,9 +128,11 @@ def _config_dict_for(model: str) -> dict[str, Any]:
         config_file = path / "config.json"
         if not config_file.is_file():
             raise DseError(f"model directory {model!r} has no config.json")
-        return json.loads(config_file.read_text())
+        config: dict[str, Any] = json.loads(config_file.read_text())
+        return config
     if path.suffix == ".json" and path.is_file():
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
+        return config
     if os.sep in model and not path.exists():
         raise UnknownNameError(f"model path {model!r} does not exist")
     return _hub_config_dict(model)
@@ -140,7 +142,8 @@ def _hub_config_dict(model_id: str) -> dict[str, Any]:
     try:
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(model_id).to_dict()
+        config: dict[str, Any] = AutoConfig.from_pretrained(model_id).to_dict()
+        return config
     except Exception as exc:  # noqa: BLE001 - any hub failure is the same user error
         raise UnknownNameError(
             f"unknown model {model_id!r}: not a preset, not a local directory, and the hub "

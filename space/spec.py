@@ -75,7 +75,7 @@ class TensorSpec(BaseModel):
 
     @property
     def rank(self) -> int:
-        """rank(l, k) in Def. 3: a matrix has at most min(H, W) independent rows."""
+        """The rank bound of Def. 3: a matrix has at most min(H, W) independent rows."""
         return min(self.out_features, self.in_features)
 
     @property
@@ -171,7 +171,7 @@ def spec_from_config(config: Any, name: str) -> ModelSpec:
             raise InvalidConfigError(f"{name}: block {index} differs from block 0; not supported")
 
     total = sum(p.numel() for p in model.parameters())  # parameters() yields tied ones once
-    n_heads = getattr(config, "num_attention_heads")
+    n_heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
     return ModelSpec(
         name=name,

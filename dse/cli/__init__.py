@@ -41,7 +41,8 @@ class LazyGroup(click.Group):
         if ctx.resilient_parsing or _only_listing(ctx):
             return click.Command(cmd_name, help=_COMMANDS[cmd_name][1])
         module_name, attr = _COMMANDS[cmd_name][0].split(":")
-        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
 
 
 def _only_listing(ctx: click.Context) -> bool:
@@ -62,8 +63,10 @@ class _HelpAwareGroup(LazyGroup):
 @click.version_option(package_name="lowrank-dse", prog_name="dse")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """lowrank-dse: find the low-rank (Tucker) decomposition of a language model with the
-    least latency × energy for a given accuracy loss.
+    """lowrank-dse: the low-rank (Tucker) decomposition with the least latency × energy.
+
+    It finds the decomposition of a language model with the least latency × energy for a
+    given accuracy loss.
 
     Layer indices are 0-based everywhere (the paper's tables are 1-based).
     """

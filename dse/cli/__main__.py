@@ -1,3 +1,5 @@
+"""``python -m dse.cli``: the ``dse`` command."""
+
 from dse.cli import main
 
 main()

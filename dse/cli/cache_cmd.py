@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from dse.cli._common import emit_json, print_table, json_option
+from dse.cli._common import emit_json, json_option, print_table
 
 __all__ = ["cache"]
 

@@ -57,7 +57,6 @@ def decompose(model: str, layers: str, tensors: str, rank: int, method: str, cac
     """
     from dse import saving, surgery
     from dse.models import load_model
-
     from space.errors import InvalidConfigError
 
     gamma = gamma_from_options(layers, tensors, rank)

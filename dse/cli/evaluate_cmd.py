@@ -60,7 +60,9 @@ def evaluate(
     if limit < 1:
         raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
     gamma = gamma_from_options(layers, tensors, rank)
-    tasks = tuple(t.strip() for t in task_list.split(",") if t.strip())
+    from objectives.tasks import task_list as parse_tasks
+
+    tasks = parse_tasks(task_list)
 
     from dse.baselines import BaselineStore
     from dse.evaluation import Evaluator, MeasurementSettings
@@ -70,7 +72,7 @@ def evaluate(
     settings = MeasurementSettings(
         tasks=tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,
         workload=Workload(prefill_tokens=prefill, decode_tokens=decode, repeats=repeats),
-        measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,  # type: ignore[arg-type]
+        measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,
         device=device,
     )
     # Check the tasks and data before loading a model: bad input fails in a second.

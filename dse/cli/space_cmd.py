@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from dse.cli._common import emit_json, gamma_from_options, gamma_options, print_table, json_option
+from dse.cli._common import emit_json, gamma_from_options, gamma_options, json_option, print_table
 
 __all__ = ["space"]
 

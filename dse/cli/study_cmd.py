@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from dse.cli._common import console, emit_json, print_table, json_option
+from dse.cli._common import console, emit_json, json_option, print_table
 
 __all__ = ["study"]
 
@@ -92,7 +92,8 @@ def study() -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", default=None, help="Study name (default: the file's stem).")
 @click.option("--model", default=None, help="Model: smollm2-135m, tiny-llama, an HF id or a local dir.")
-@click.option("--tasks", default=None, metavar="T1,T2", help="Comma-separated lm-eval tasks, e.g. dse_arc_easy,dse_piqa.")
+@click.option("--tasks", default=None, metavar="T1,T2",
+              help="Comma-separated lm-eval tasks, e.g. dse_arc_easy,dse_piqa.")
 @click.option("--limit", type=int, default=None, help="Documents per task.")
 @click.option("--tau", type=float, default=None, help="Accuracy-drop tolerance τ in percentage points (default 4).")
 @click.option("--n-trials", type=int, default=None, help="Measured trials the study holds when done.")
@@ -231,7 +232,8 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
     base = summary["baseline"]
     if base:
         per_task = ", ".join(f"{t} {v:.3f}" for t, v in base.get("per_task", {}).items())
-        out.print(f"  baseline: accuracy {base['accuracy']:.4f} ({per_task}); latency {_fmt(base.get('latency_s'), 4)} s, "
+        out.print(f"  baseline: accuracy {base['accuracy']:.4f} ({per_task}); "
+                  f"latency {_fmt(base.get('latency_s'), 4)} s, "
                   f"energy {_fmt(base.get('energy_j'))} J ({base.get('energy_method') or '—'}), "
                   f"{base['params']:,} parameters")
     c = summary["counts"]

@@ -209,8 +209,15 @@ def resume_study(name: str, *, storage: str | None = None, n_trials: int | None 
     """Continue a stored study with its stored definition.
 
     Args:
+        name: the stored study's name.
+        storage: its database URL (default: the definition's default storage).
         n_trials: run this many more trials; without it the study continues to the
             ``n_trials`` it was defined with.
+        timeout: stop after this many seconds.
+        workers: worker processes (default: as defined).
+        evaluator_factory: builds the evaluator (tests pass fakes); None means the real one.
+        progress: show a progress bar.
+        plots: write plots at the end (True: beside the database; a path: there).
     """
     if n_trials is not None and n_trials < 1:
         raise InvalidConfigError(f"--n-trials must be at least 1, got {n_trials}")

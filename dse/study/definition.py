@@ -74,16 +74,11 @@ class EvaluationSection(BaseModel):
 
     @field_validator("tasks", mode="before")
     @classmethod
-    def _split_tasks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(t.strip() for t in value.split(",") if t.strip())
-        return value
+    def _task_list(cls, value: Any) -> Any:
+        from objectives.tasks import task_list
 
-    @field_validator("tasks")
-    @classmethod
-    def _unique_tasks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"a task is listed twice in {list(value)}")
+        if isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value)):
+            return task_list(value)  # its InvalidConfigError is a ValueError
         return value
 
 
@@ -129,7 +124,8 @@ class SearchSection(BaseModel):
     def _layer_bounds(self) -> SearchSection:
         if self.max_layers is not None and self.max_layers < self.min_layers:
             raise ValueError(
-                f"max_layers must be at least min_layers, got max_layers={self.max_layers} < min_layers={self.min_layers}"
+                f"max_layers must be at least min_layers, "
+                f"got max_layers={self.max_layers} < min_layers={self.min_layers}"
             )
         return self
 
@@ -152,7 +148,8 @@ class StudyDefinition(BaseModel):
     plots_dir: str | None = Field(default=None, description="Where `run` writes its plots (default plots/<name>).")
     heartbeat_interval: int = Field(default=10, ge=1, description="Seconds between a running trial's heartbeats.")
     grace_period: int | None = Field(
-        default=None, ge=1, description="Seconds without heartbeat before a RUNNING trial is failed (default 6x interval)."
+        default=None, ge=1,
+        description="Seconds without heartbeat before a RUNNING trial is failed (default 6x interval).",
     )
     rules: dict[str, bool | int] = Field(
         default_factory=lambda: {"rank-one": True, "skip-early": 2, "min-distance": 2, "whole-layers": True},
@@ -167,7 +164,8 @@ class StudyDefinition(BaseModel):
     def _valid_name(cls, value: str | None) -> str | None:
         if value is not None and not _NAME_RE.match(value):
             raise ValueError(
-                f"study name {value!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 128, no leading punctuation)"
+                f"study name {value!r} is not allowed: use letters, digits, '.', '_' or '-' "
+                f"(at most 128, no leading punctuation)"
             )
         return value
 
@@ -196,9 +194,9 @@ class StudyDefinition(BaseModel):
     @field_validator("device")
     @classmethod
     def _device_form(cls, value: str) -> str:
-        if not re.match(r"^(cpu|cuda(:\d+)?)$", value):
-            raise ValueError(f"unknown device {value!r}: use cpu, cuda or cuda:N")
-        return value
+        from objectives.devices import check_device_name
+
+        return check_device_name(value)  # its InvalidConfigError is a ValueError
 
     @model_validator(mode="after")
     def _measured_what_is_optimized(self) -> StudyDefinition:

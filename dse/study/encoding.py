@@ -27,6 +27,7 @@ encodings.
 from __future__ import annotations
 
 import abc
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from space.config import DecompositionConfig
 from space.errors import InvalidConfigError
+from space.paper import PAPER_TABLE_IV, scale_paper_layers
 from space.registry import Registry
 from space.rules import (
     RuleSet,
@@ -47,8 +49,6 @@ from space.spec import ModelSpec
 
 if TYPE_CHECKING:
     import optuna
-
-    from dse.study.definition import StudyDefinition
 
 __all__ = [
     "RejectedGamma",
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 
-class RejectedGamma(Exception):
+class RejectedGamma(Exception):  # noqa: N818 - a control-flow signal (pruned γ), not a user error
     """The parameters do not describe a γ the study may measure (``reason`` says why)."""
 
     def __init__(self, reason: str) -> None:
@@ -127,8 +127,23 @@ def _max_layers_with_gap(layers: Sequence[int], gap: int) -> int:
     return count
 
 
-def build_search_space(spec: ModelSpec, definition: StudyDefinition) -> SearchSpace:
-    """Apply the definition's rules and bounds to ``spec``.
+def build_search_space(
+    spec: ModelSpec,
+    rules: RuleSet | Mapping[str, int | None],
+    *,
+    min_layers: int = 1,
+    max_layers: int | None = None,
+    max_rank: int | None = None,
+) -> SearchSpace:
+    """Apply the rules and a study's bounds (its ``search`` section) to ``spec``.
+
+    Args:
+        spec: the model's architecture.
+        rules: the switched-on rules (a study definition's ``rules``).
+        min_layers: the fewest layers a γ decomposes (``search.min_layers``).
+        max_layers: the most (``search.max_layers``; None: as many as the rules allow).
+        max_rank: the largest rank searched (``search.max_rank``; None: the largest that
+            still compresses, or the rank-one rule's value).
 
     Raises:
         InvalidConfigError: the rules (or the layer bounds) leave nothing to search; the
@@ -136,16 +151,16 @@ def build_search_space(spec: ModelSpec, definition: StudyDefinition) -> SearchSp
     """
     from space.metrics import max_compressing_rank
 
-    rules = RuleSet(rules=dict(definition.rules))
+    if not isinstance(rules, RuleSet):
+        rules = RuleSet(rules=dict(rules))
     smallest = min(t.rank for t in spec.tensors)
-    search = definition.search
-    if search.max_rank is not None:
-        if search.max_rank > smallest:
+    if max_rank is not None:
+        if max_rank > smallest:
             raise InvalidConfigError(
-                f"search.max_rank {search.max_rank} is above the smallest tensor rank of {spec.name} "
+                f"search.max_rank {max_rank} is above the smallest tensor rank of {spec.name} "
                 f"({smallest}); allowed 1..{smallest}"
             )
-        rank_bound = search.max_rank
+        rank_bound = max_rank
     else:
         compressing = min(max_compressing_rank(t.out_features, t.in_features) for t in spec.tensors)
         fixed_rank = rules.value("rank-one") if rules.is_on("rank-one") else None
@@ -156,15 +171,16 @@ def build_search_space(spec: ModelSpec, definition: StudyDefinition) -> SearchSp
     tensor_sets = tuple(allowed_tensor_sets(spec, rules))
     ranks = tuple(allowed_ranks(spec, rules, rank=rank_bound))
     most = _max_layers_with_gap(layers, gap)
-    max_layers = min(most, search.max_layers) if search.max_layers is not None else most
-    if search.min_layers > most:
-        labels = [label for label in rules.labels() if label.split("=")[0] in ("skip-early", "skip-late", "min-distance")]
+    max_layers = min(most, max_layers) if max_layers is not None else most
+    if min_layers > most:
+        spacing = ("skip-early", "skip-late", "min-distance")
+        labels = [label for label in rules.labels() if label.split("=")[0] in spacing]
         raise InvalidConfigError(
-            f"search.min_layers = {search.min_layers} cannot be met: "
+            f"search.min_layers = {min_layers} cannot be met: "
             f"{' with '.join(labels) or 'the model'} leave at most {most} decomposable layer(s) in {spec.name}"
         )
     return SearchSpace(spec=spec, rules=rules, layers=layers, min_gap=gap, tensor_sets=tensor_sets,
-                       ranks=ranks, min_layers=search.min_layers, max_layers=max_layers)
+                       ranks=ranks, min_layers=min_layers, max_layers=max_layers)
 
 
 def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
@@ -203,7 +219,7 @@ def _rank_param(space: SearchSpace) -> list[Param]:
 def _rank_from(space: SearchSpace, params: Mapping[str, Any], tensors: Sequence[str]) -> int:
     rank = int(params["rank"]) if len(space.ranks) > 1 else space.ranks[0]
     # A rank beyond a chosen tensor's min(H, W) is clipped (the compact encodings stay valid).
-    return min(rank, min(space.spec.tensor(name).rank for name in tensors))
+    return min(rank, *(space.spec.tensor(name).rank for name in tensors))
 
 
 class Encoding(abc.ABC):
@@ -237,6 +253,8 @@ class Encoding(abc.ABC):
 
 
 class FullEncoding(Encoding):
+    """One Optuna parameter per layer and tensor and one for the rank: the paper's γ as is."""
+
     name = "full"
     by_construction = False
 
@@ -265,8 +283,8 @@ class FullEncoding(Encoding):
         form = gamma.canonical(spec)
         if not isinstance(form["rank"], int):
             return None
-        params: dict[str, Any] = {f"layer_{i}": i in form["layers"] for i in range(spec.n_layers)}  # type: ignore[operator]
-        params |= {f"tensor_{t}": t in form["tensors"] for t in spec.tensor_names}  # type: ignore[operator]
+        params: dict[str, Any] = {f"layer_{i}": i in form["layers"] for i in range(spec.n_layers)}
+        params |= {f"tensor_{t}": t in form["tensors"] for t in spec.tensor_names}
         if len(self.space.ranks) > 1:
             params["rank"] = form["rank"]
         return params
@@ -313,9 +331,9 @@ class _CompactEncoding(Encoding):
             return None
         params: dict[str, Any] = {}
         if space.max_layers > space.min_layers:
-            params["n_layers"] = len(form["layers"])  # type: ignore[arg-type]
+            params["n_layers"] = len(form["layers"])
         if len(space.tensor_sets) > 1:
-            params["tensors"] = _tensor_label(space.spec, form["tensors"])  # type: ignore[arg-type]
+            params["tensors"] = _tensor_label(space.spec, form["tensors"])
         if len(space.ranks) > 1:
             params["rank"] = form["rank"]
         return params
@@ -337,6 +355,8 @@ def _share(total: int, weights: Sequence[float]) -> list[int]:
 
 
 class GapsEncoding(_CompactEncoding):
+    """Layers placed by normalized gaps: valid by construction under the spacing rules."""
+
     name = "gaps"
 
     def params(self) -> list[Param]:
@@ -362,7 +382,7 @@ class GapsEncoding(_CompactEncoding):
         layers = sorted(gamma.layers)
         gap = self.space.min_gap
         extra = [layers[0] - self.low]
-        extra += [b - a - gap for a, b in zip(layers, layers[1:])]
+        extra += [b - a - gap for a, b in itertools.pairwise(layers)]
         extra.append(self.high - layers[-1])
         slack = sum(extra)
         weights = [e / slack if slack else 0.5 for e in extra]
@@ -372,10 +392,12 @@ class GapsEncoding(_CompactEncoding):
 
 
 class SpacingEncoding(_CompactEncoding):
+    """Layers as a first layer and an even spacing: a two-parameter, valid-by-construction γ."""
+
     name = "spacing"
 
     def params(self) -> list[Param]:
-        return self._shared_params() + [Param("first", "float", 0.0, 1.0), Param("spacing", "float", 0.0, 1.0)]
+        return [*self._shared_params(), Param("first", "float", 0.0, 1.0), Param("spacing", "float", 0.0, 1.0)]
 
     def _spacing_bounds(self, n: int) -> tuple[int, int]:
         gap = self.space.min_gap
@@ -396,7 +418,7 @@ class SpacingEncoding(_CompactEncoding):
         if params is None:
             return None
         layers = sorted(gamma.layers)
-        steps = {b - a for a, b in zip(layers, layers[1:])}
+        steps = {b - a for a, b in itertools.pairwise(layers)}
         if len(steps) > 1:
             return None  # not evenly spaced: outside this encoding
         n = len(layers)
@@ -414,19 +436,8 @@ for _cls in (FullEncoding, GapsEncoding, SpacingEncoding):
 
 
 def make_encoding(name: str, space: SearchSpace) -> Encoding:
+    """The encoding registered as ``name`` over ``space`` (unknown names list the known ones)."""
     return ENCODINGS.get(name)(space)
-
-
-# Table IV of the paper (Llama-2-7B, 32 layers, 1-based layer numbers), by reduction.
-PAPER_TABLE_IV: tuple[tuple[str, tuple[int, ...]], ...] = (
-    ("6%", (3, 30)),
-    ("9%", (3, 18, 32)),
-    ("15%", (3, 9, 15, 21, 27)),
-    ("21%", (5, 9, 13, 17, 21, 25, 29)),
-    ("33%", (3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 32)),
-    ("48%", tuple(range(1, 32, 2))),
-)
-_PAPER_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -441,12 +452,10 @@ class PaperConfig:
 def paper_configs(encoding: Encoding, *, limit: int) -> tuple[list[PaperConfig], list[str]]:
     """The first ``limit`` Table IV configurations the study can use, and why others were skipped.
 
-    Each row's 0-based layers l are scaled to the model's depth N as round(l·(N−1)/31),
-    moved into the range of layers the rules allow when they fall outside it (the paper
-    skips early layers too; on a small model its layer 3 lands on layer 0), duplicates
-    merged, with all tensors at the smallest searched rank (the paper's rank 1). Rows
-    the active rules still exclude (e.g. layers closer than min-distance), or that the
-    encoding cannot express, are skipped.
+    Each row is scaled to the model's depth by :func:`space.paper.scale_paper_layers`,
+    into the range of layers the rules allow, with all tensors at the smallest searched
+    rank (the paper's rank 1). Rows the active rules still exclude (e.g. layers closer
+    than min-distance), or that the encoding cannot express, are skipped.
     """
     space = encoding.space
     spec = space.spec
@@ -456,11 +465,7 @@ def paper_configs(encoding: Encoding, *, limit: int) -> tuple[list[PaperConfig],
     for reduction, layers_1based in PAPER_TABLE_IV:
         if len(taken) >= limit:
             break
-        low, high = space.layers[0], space.layers[-1]
-        scaled = tuple(sorted({
-            min(high, max(low, round((layer - 1) * (spec.n_layers - 1) / (_PAPER_DEPTH - 1))))
-            for layer in layers_1based
-        }))
+        scaled = scale_paper_layers(layers_1based, spec.n_layers, low=space.layers[0], high=space.layers[-1])
         label = f"Table IV {reduction} {{{','.join(str(x) for x in layers_1based)}}} -> L[{','.join(map(str, scaled))}]"
         if scaled in seen:
             continue

@@ -25,9 +25,9 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import (
     Boolean,
@@ -44,6 +44,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from dse.study.storage import StorageTarget, engine_kwargs, retrying
 from space.errors import StorageError
+
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult, Update
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -66,6 +69,8 @@ class _Base(DeclarativeBase):
 
 
 class SchemaModel(_Base):
+    """The schema version of the ``dse_*`` tables, written once."""
+
     __tablename__ = "dse_schema"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -75,6 +80,8 @@ class SchemaModel(_Base):
 
 
 class MemoModel(_Base):
+    """A measured γ under (fingerprint, settings key): answers the same γ in any study."""
+
     __tablename__ = "dse_memo"
 
     fingerprint: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -90,6 +97,8 @@ class MemoModel(_Base):
 
 
 class BaselineModel(_Base):
+    """The baseline record of a model under one settings key."""
+
     __tablename__ = "dse_baselines"
 
     fingerprint: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -99,6 +108,8 @@ class BaselineModel(_Base):
 
 
 class BudgetModel(_Base):
+    """A study's trial budget and how many trials workers have claimed of it."""
+
     __tablename__ = "dse_budgets"
 
     study_name: Mapped[str] = mapped_column(String(512), primary_key=True)
@@ -107,6 +118,8 @@ class BudgetModel(_Base):
 
 
 class ClaimModel(_Base):
+    """One worker's claim on one trial, kept alive by its heartbeat."""
+
     __tablename__ = "dse_claims"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -122,6 +135,8 @@ class ClaimModel(_Base):
 
 @dataclass(frozen=True)
 class MemoEntry:
+    """A memo answer: the stored record and where and how it was measured."""
+
     record: dict[str, Any]
     study_name: str
     early_stopped: bool
@@ -130,9 +145,16 @@ class MemoEntry:
 
 @dataclass(frozen=True)
 class Claim:
+    """A claim a worker holds (its row id, study and owner)."""
+
     id: int
     study_name: str
     owner: str
+
+
+def _updated(session: Session, statement: Update) -> int:
+    """The number of rows an UPDATE changed (``Session.execute`` is typed as a plain ``Result``)."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount
 
 
 def _package_version() -> str:
@@ -243,11 +265,9 @@ class EngineTables:
                 row.early_stopped, row.tau, row.record = early, (tau if early else None), payload
                 row.study_name, row.created_at = study_name, time.time()
 
-        try:
+        # Another worker may store the same γ at the same moment; theirs is as good.
+        with suppress(IntegrityError):
             self.transaction(work)
-        except IntegrityError:
-            # Another worker stored the same γ at the same moment; theirs is as good.
-            pass
 
     def memo_count(self, fingerprint: str | None = None) -> int:
         from sqlalchemy import func
@@ -275,10 +295,8 @@ class EngineTables:
                 session.add(BaselineModel(fingerprint=fingerprint, settings_key=settings_key,
                                           record=json.dumps(record, default=str), created_at=time.time()))
 
-        try:
+        with suppress(IntegrityError):
             self.transaction(work)
-        except IntegrityError:
-            pass
 
     # ---- budget and claims ------------------------------------------------------------
 
@@ -311,11 +329,12 @@ class EngineTables:
         """Take one slot of the budget, atomically; None when the budget is spent."""
 
         def work(session: Session) -> Claim | None:
-            taken = session.execute(
+            taken = _updated(
+                session,
                 update(BudgetModel)
                 .where(BudgetModel.study_name == study_name, BudgetModel.claimed < BudgetModel.target)
-                .values(claimed=BudgetModel.claimed + 1)
-            ).rowcount
+                .values(claimed=BudgetModel.claimed + 1),
+            )
             if taken != 1:
                 return None
             now = time.time()
@@ -333,10 +352,11 @@ class EngineTables:
 
     def heartbeat(self, claim: Claim) -> bool:
         """Refresh the claim's heartbeat; False when another worker found it stale meanwhile."""
-        return self.transaction(lambda s: s.execute(
+        return self.transaction(lambda s: _updated(
+            s,
             update(ClaimModel).where(ClaimModel.id == claim.id, ClaimModel.state == "running")
-            .values(heartbeat_at=time.time())
-        ).rowcount) == 1
+            .values(heartbeat_at=time.time()),
+        )) == 1
 
     def finish(self, claim: Claim) -> None:
         """The claimed trial is COMPLETE: its slot stays taken."""
@@ -353,7 +373,7 @@ class EngineTables:
             query = update(ClaimModel).where(ClaimModel.id == claim_id, ClaimModel.state == "running")
             if stale_before is not None:
                 query = query.where(ClaimModel.heartbeat_at < stale_before)
-            if session.execute(query.values(state=state, note=note[:512])).rowcount != 1:
+            if _updated(session, query.values(state=state, note=note[:512])) != 1:
                 return False
             session.execute(
                 update(BudgetModel).where(BudgetModel.study_name == study_name)
@@ -419,6 +439,6 @@ class EngineTables:
                     ClaimModel.state.in_(("stale", "released")),
                 )
             ).all()
-            return {int(number): str(note) for number, note in rows if note}
+            return {int(number): str(note) for number, note in rows if note and number is not None}
 
         return self.transaction(work)

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ def _measured(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _scatter_trials(ax: Axes, rows: Sequence[dict[str, Any]], x: str, y: str) -> None:
-    groups = (
+    groups: tuple[tuple[str, Callable[[dict[str, Any]], bool], dict[str, Any]], ...] = (
         ("feasible", lambda r: r["feasible"], {"marker": "o", "color": "tab:blue"}),
         ("infeasible", lambda r: not r["feasible"] and not r["early_stopped"],
          {"marker": "o", "facecolors": "none", "edgecolors": "tab:gray"}),
@@ -80,7 +80,7 @@ def _pareto(plt: Any, rows: Sequence[dict[str, Any]], tau: float, path: Path, ti
     if has_edp:
         panels.append(("edp_ratio", "EDP ratio to the original (latency × energy)"))
     measured = _measured(rows)
-    for ax, (x, xlabel) in zip(axes[0], panels):
+    for ax, (x, xlabel) in zip(axes[0], panels, strict=True):
         _scatter_trials(ax, measured, x, "accuracy_drop_pp")
         _front_line(ax, measured, x, "accuracy_drop_pp")
         _seeds(ax, measured, x, "accuracy_drop_pp")
@@ -140,7 +140,7 @@ def _efficiency(plt: Any, rows: Sequence[dict[str, Any]], path: Path, title: str
         pts = [(r["param_reduction_pct"], 100 * (1 - r[metric])) for r in measured if r.get(metric) is not None]
         if pts:
             _points_and_means(ax, pts, label=f"{label} reduction", marker=marker)
-            top = max(top, max(p[0] for p in pts))
+            top = max(top, *(p[0] for p in pts))
     if top > 0:
         ax.plot([0, top], [0, 100 * PAPER_LATENCY_SLOPE * top], color="gray", ls=":", lw=1,
                 label="paper: 0.5% per 1% of parameters")
@@ -161,9 +161,9 @@ def _history(plt: Any, rows: Sequence[dict[str, Any]], goal: Goal, path: Path, t
     feasible = [(r["number"], r["values"][0]) for r in measured if r["feasible"]]
     infeasible = [(r["number"], r["values"][0]) for r in measured if not r["feasible"]]
     if feasible:
-        ax.scatter(*zip(*feasible), color="tab:blue", s=24, label="feasible")
+        ax.scatter(*zip(*feasible, strict=True), color="tab:blue", s=24, label="feasible")
     if infeasible:
-        ax.scatter(*zip(*infeasible), facecolors="none", edgecolors="tab:gray", s=24,
+        ax.scatter(*zip(*infeasible, strict=True), facecolors="none", edgecolors="tab:gray", s=24,
                    label="infeasible (stand-in if stopped early)")
     best: list[tuple[int, float]] = []
     current: float | None = None

@@ -96,7 +96,7 @@ def best_row(rows: Sequence[dict[str, Any]], goal: Goal) -> dict[str, Any] | Non
 
     def key(row: dict[str, Any]) -> tuple[float, ...]:
         signs = [1.0 if d == "minimize" else -1.0 for d in goal.directions]
-        return (*(s * float(row[m]) for s, m in zip(signs, goal.metrics)), float(row["number"]))
+        return (*(s * float(row[m]) for s, m in zip(signs, goal.metrics, strict=True)), float(row["number"]))
 
     return min(candidates, key=key)
 
@@ -127,7 +127,7 @@ def _oriented(row: dict[str, Any], metrics: Sequence[str]) -> tuple[float, ...]:
 def dominates(a: dict[str, Any], b: dict[str, Any], metrics: Sequence[str]) -> bool:
     """``a`` is no worse than ``b`` in every metric and better in one."""
     va, vb = _oriented(a, metrics), _oriented(b, metrics)
-    return all(x <= y for x, y in zip(va, vb)) and any(x < y for x, y in zip(va, vb))
+    return all(x <= y for x, y in zip(va, vb, strict=True)) and any(x < y for x, y in zip(va, vb, strict=True))
 
 
 def pareto_rows(rows: Sequence[dict[str, Any]], metrics: Sequence[str], *,

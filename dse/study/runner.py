@@ -23,6 +23,7 @@ be found by a heartbeat that works with ask-and-tell (Optuna's own heartbeat is 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import multiprocessing
@@ -60,7 +61,7 @@ from space.errors import DseError, InvalidConfigError, UnknownNameError
 if TYPE_CHECKING:
     import optuna
 
-    from dse.evaluation import BaselineRecord, Evaluator, MeasurementSettings, TrialRecord
+    from dse.evaluation import BaselineRecord, Evaluator, MeasurementSettings
     from space.spec import ModelSpec
 
 __all__ = [
@@ -177,7 +178,9 @@ def check_definition(definition: StudyDefinition) -> tuple[ModelSpec, SearchSpac
     from space.presets import load_spec
 
     spec = load_spec(definition.model)
-    space = build_search_space(spec, definition)
+    search = definition.search
+    space = build_search_space(spec, definition.rules, min_layers=search.min_layers,
+                               max_layers=search.max_layers, max_rank=search.max_rank)
     ev = definition.evaluation
     AccuracyObjective(ev.tasks, limit=ev.limit, batch_size=ev.batch_size, data_dir=ev.data_dir, show_progress=False)
     check_device(definition.device)
@@ -253,8 +256,8 @@ def prepare(definition: StudyDefinition, *, force: bool = False, resume_only: bo
         retrying(lambda: study.set_user_attr(DEFINITION_ATTR, definition.model_dump(mode="json")))
         taken, skipped = paper_configs(encoding, limit=definition.search.paper_seeds)
         for config in taken:
-            retrying(lambda c=config: study.enqueue_trial(
-                c.params, user_attrs={"paper_seed": c.label}, skip_if_exists=True,
+            retrying(functools.partial(
+                study.enqueue_trial, config.params, user_attrs={"paper_seed": config.label}, skip_if_exists=True,
             ))
         seeds = [c.label for c in taken]
         retrying(lambda: study.set_user_attr(SEEDS_ATTR, {
@@ -419,7 +422,7 @@ class Worker:
                 continue
             logger.warning("trial %d lost its worker (no heartbeat): marked FAIL, its γ queued again", number)
             try:
-                retrying(lambda n=number: self.p.study.tell(n, state=TrialState.FAIL, skip_if_finished=True))
+                retrying(functools.partial(self.p.study.tell, number, state=TrialState.FAIL, skip_if_finished=True))
             except ValueError:
                 continue  # finished meanwhile
             lost = retrying(lambda: self.p.study.get_trials(deepcopy=False))
@@ -478,9 +481,10 @@ class Worker:
         space, definition, goal = self.p.space, self.p.definition, self.p.goal
         spec = space.spec
         started = time.perf_counter()
+        gamma: DecompositionConfig | None
         try:
-            gamma: DecompositionConfig | None = self.p.encoding.suggest(trial)
-            reason = check_gamma(space, gamma)
+            gamma = suggested = self.p.encoding.suggest(trial)
+            reason = check_gamma(space, suggested)
         except RejectedGamma as rejected:
             gamma, reason = None, rejected.reason
         if reason is not None:
@@ -641,14 +645,14 @@ def run_workers(prepared: Prepared, evaluator: Evaluator, baseline: BaselineReco
         stats = Worker(prepared, evaluator, baseline, worker_index=0, progress=progress).run()
     except BaseException:
         # Ctrl-C reached the children too; give them time to fail their own trials.
-        for child in children:
-            child.join(timeout=60)
-            if child.is_alive():
-                child.terminate()  # its trial goes stale and is taken over on resume
-                child.join()
+        for process in children:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.terminate()  # its trial goes stale and is taken over on resume
+                process.join()
         raise
-    for child in children:
-        child.join()
+    for process in children:
+        process.join()
     failed = [c for c in children if c.exitcode not in (0, None)]
     if failed:
         codes = ", ".join(f"{c.name} exit {c.exitcode}" for c in failed)

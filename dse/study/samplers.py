@@ -18,6 +18,8 @@ __all__ = ["SAMPLERS", "SamplerFactory", "make_sampler"]
 
 
 class SamplerFactory(Protocol):
+    """Builds an Optuna sampler for a study's size and number of objectives."""
+
     def __call__(self, *, seed: int | None, n_trials: int, n_startup_trials: int | None,
                  multi_objective: bool) -> optuna.samplers.BaseSampler: ...
 

@@ -101,7 +101,8 @@ def check_storage(url: str | None, *, create: bool) -> StorageTarget:
     dialect = parsed.get_backend_name()
     if dialect in _SERVER_DIALECTS:
         if not parsed.host and not parsed.query.get("unix_socket") and not parsed.query.get("host"):
-            raise StorageError(f"malformed storage URL {parsed.render_as_string(hide_password=True)!r}: no host; {allowed}")
+            shown = parsed.render_as_string(hide_password=True)
+            raise StorageError(f"malformed storage URL {shown!r}: no host; {allowed}")
         return StorageTarget(url=url, dialect=dialect, path=None)
     if dialect != "sqlite":
         raise StorageError(f"unsupported storage URL {url!r} (dialect {dialect!r}); {allowed}")
@@ -132,7 +133,9 @@ def _check_sqlite_path(url: str, path: Path, *, create: bool) -> None:
             raise StorageError(f"storage {url!r} is not writable ({path}); choose another --storage")
         return
     if not create:
-        raise StorageError(f"no study database at {path} (storage {url!r}); run `dse study run` first or pass --storage")
+        raise StorageError(
+            f"no study database at {path} (storage {url!r}); run `dse study run` first or pass --storage"
+        )
     parent = path.parent
     if not parent.is_dir():
         raise StorageError(f"storage {url!r} is not writable: directory {parent} does not exist")
@@ -186,6 +189,7 @@ def open_optuna_storage(target: StorageTarget, *, create: bool = True) -> optuna
     """Optuna's RDB storage on ``target``.
 
     Args:
+        target: the checked storage URL and its backend.
         create: create Optuna's tables when missing (``run``). Read-only callers pass
             False: a database without them holds no study and is left as it is.
 
@@ -233,7 +237,7 @@ def retrying(operation: Callable[[], T], *, attempts: int = 20, base_delay: floa
     for attempt in range(attempts):
         try:
             return operation()
-        except Exception as exc:  # noqa: BLE001 - only lock errors are retried
+        except Exception as exc:  # only lock errors are retried; others re-raise
             if not _is_lock_error(exc) and not _is_lock_error(exc.__cause__ or exc):
                 raise
             if attempt == attempts - 1:

@@ -13,8 +13,11 @@ many documents the full files hold. It imports nothing heavy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from space.errors import InvalidConfigError
 
 __all__ = [
     "DATA_DIR_KEY",
@@ -25,6 +28,7 @@ __all__ = [
     "is_local_task",
     "local_task_names",
     "missing_files",
+    "task_list",
 ]
 
 TASKS_DIR = Path(__file__).resolve().parent
@@ -151,6 +155,26 @@ LOCAL_TASKS: dict[str, LocalTask] = {
 def local_task_names() -> list[str]:
     """The names a user may pass for local tasks, sorted."""
     return sorted(LOCAL_TASKS)
+
+
+def task_list(tasks: str | Sequence[str]) -> tuple[str, ...]:
+    """The task names of ``"a,b"`` (as ``--tasks`` takes them) or of a list: each once, in order.
+
+    The one check of a task list, shared by study definitions, measurement settings and
+    :class:`objectives.accuracy.AccuracyObjective`; whether each name exists is checked
+    where the tasks are loaded.
+
+    Raises:
+        InvalidConfigError: no task, or a task named twice.
+    """
+    names = tasks.split(",") if isinstance(tasks, str) else list(tasks)
+    cleaned = tuple(name.strip() for name in names if name.strip())
+    if not cleaned:
+        raise InvalidConfigError(f"no tasks given; local tasks: {', '.join(local_task_names())}")
+    duplicates = sorted({name for name in cleaned if cleaned.count(name) > 1})
+    if duplicates:
+        raise InvalidConfigError(f"task(s) {', '.join(duplicates)} given twice; name each task once")
+    return cleaned
 
 
 def is_local_task(name: str) -> bool:

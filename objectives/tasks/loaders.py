@@ -405,8 +405,8 @@ def winogrande_doc_to_text(doc: dict[str, Any]) -> int:
 
 def winogrande_doc_to_target(doc: dict[str, Any]) -> str:
     """The continuation scored under each context: the sentence after the blank."""
-    idx = doc["sentence"].index("_") + 1
-    return doc["sentence"][idx:].strip()
+    sentence: str = doc["sentence"]
+    return sentence[sentence.index("_") + 1:].strip()
 
 
 def winogrande_doc_to_choice(doc: dict[str, Any]) -> list[str]:

@@ -27,7 +27,7 @@ def _files(root: Path) -> list[Path]:
 
 
 def _same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b))
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_lower_rank_is_an_exact_slice_and_a_hit(tmp_path: Path) -> None:
@@ -197,7 +197,7 @@ def test_a_newer_schema_is_refused_with_the_fix(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "index.sqlite") as conn:
         conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'",
                      (str(SCHEMA_VERSION + 1),))
-    with pytest.raises(StorageError, match="schema version 2.*dse cache clear"):
+    with pytest.raises(StorageError, match=r"schema version 2.*dse cache clear"):
         FactorCache(tmp_path).info()
     FactorCache(tmp_path).clear()  # clearing always works
     assert FactorCache(tmp_path).info().entries == 0

@@ -92,7 +92,7 @@ def test_lower_ranks_are_exact_slices_of_a_higher_rank_svd() -> None:
     for rank in (1, 7, 20):
         sliced = triplets.factors(rank)
         direct = decompose(weight, rank)
-        assert all(torch.equal(a, b) for a, b in zip(sliced, direct))
+        assert all(torch.equal(a, b) for a, b in zip(sliced, direct, strict=True))
     with pytest.raises(InvalidConfigError, match="between 1 and the 20 stored"):
         triplets.factors(21)
 
@@ -122,7 +122,7 @@ def test_randomized_iteration_is_seeded() -> None:
     weight = _gaussian(300, 700, seed=5)
     a = truncated_svd(weight, 10, algorithm="randomized", seed=1)
     b = truncated_svd(weight, 10, algorithm="randomized", seed=1)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_auto_uses_the_randomized_path_only_for_large_matrices_at_small_ranks() -> None:
@@ -139,7 +139,7 @@ def test_unconverged_randomized_iteration_falls_back_to_the_full_svd(
     monkeypatch.setattr(dec, "_converged", lambda errors: False)
     triplets = truncated_svd(weight, 5, algorithm="randomized")
     full = truncated_svd(weight, 5, algorithm="full")
-    assert all(torch.equal(x, y) for x, y in zip(triplets, full))
+    assert all(torch.equal(x, y) for x, y in zip(triplets, full, strict=True))
 
 
 def test_hooi_passes_tol_and_max_iter_to_tensorly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,4 +263,4 @@ def test_a_fooled_monitor_falls_back_to_the_full_svd(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(dec, "_union_whitening", lambda a, b: 1.2 * real(a, b))
     triplets = truncated_svd(weight, 10, algorithm="randomized")
     full = truncated_svd(weight, 10, algorithm="full")
-    assert all(torch.equal(x, y) for x, y in zip(triplets, full))
+    assert all(torch.equal(x, y) for x, y in zip(triplets, full, strict=True))

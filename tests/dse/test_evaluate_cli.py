@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ DSE = [sys.executable, "-m", "dse.cli"]
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-    return subprocess.run([*DSE, *args], capture_output=True, text=True, env=full_env, timeout=600)
+    return subprocess.run([*DSE, *args], capture_output=True, text=True, env=full_env, timeout=600, check=False)
 
 
 def test_json_reports_baseline_compressed_and_drop(tmp_path: Path, data_dir: Path) -> None:
@@ -35,7 +36,9 @@ def test_json_reports_baseline_compressed_and_drop(tmp_path: Path, data_dir: Pat
     assert out["edp_ratio"] == pytest.approx(out["latency_ratio"] * out["energy_ratio"])
     assert out["params"] < out["params_before"]
     # The baseline is stored for the next run of the same model on the same documents.
-    assert len(list((tmp_path / "baselines").glob("*.json"))) == 1
+    with sqlite3.connect(tmp_path / "baselines.db") as db:
+        rows = db.execute("SELECT fingerprint, record FROM dse_baselines").fetchall()
+    assert len(rows) == 1 and json.loads(rows[0][1])["accuracy"] == pytest.approx(out["baseline_accuracy"])
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ def test_bad_model_requests_name_what_is_allowed(kwargs, error, fragment) -> Non
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_cuda_without_gpu_is_one_clear_error() -> None:
-    with pytest.raises(DseError, match="no CUDA GPU"):
+    with pytest.raises(DseError, match="no CUDA device is available: use --device cpu"):
         load_model("tiny-llama", device="cuda")
 
 

@@ -89,7 +89,7 @@ def test_undo_restores_bit_identical_logits_and_the_same_objects(tiny: LoadedMod
 
 def test_full_rank_reproduces_the_model(tiny: LoadedModel) -> None:
     expected = logits(tiny)
-    full = {name: t.rank for name, t in zip(tiny.spec.tensor_names, tiny.spec.tensors)}
+    full = {name: t.rank for name, t in zip(tiny.spec.tensor_names, tiny.spec.tensors, strict=True)}
     ranks = {f"1:{name}": rank for name, rank in full.items()}
     report = surgery.apply(tiny, DecompositionConfig(layers=(1,), tensors="all", rank=None, ranks=ranks))
     assert report.max_rel_error < 1e-5
@@ -166,11 +166,11 @@ def test_unknown_method_raises(tiny: LoadedModel) -> None:
 def test_decomposed_context_always_undoes(tiny: LoadedModel, error: type[BaseException]) -> None:
     originals = all_modules(tiny)
     expected = logits(tiny)
-    with pytest.raises(error):
-        with surgery.decomposed(tiny, DecompositionConfig(layers=(1,), rank=1)) as report:
-            assert report.params_after < report.params_before
-            assert isinstance(module_at(tiny, 1, "q"), FactorizedLinear)
-            raise error()
+    # The error must be raised inside the context manager under test, after its checks.
+    with pytest.raises(error), surgery.decomposed(tiny, DecompositionConfig(layers=(1,), rank=1)) as report:  # noqa: PT012
+        assert report.params_after < report.params_before
+        assert isinstance(module_at(tiny, 1, "q"), FactorizedLinear)
+        raise error()
     assert all_modules(tiny) == originals
     assert torch.equal(logits(tiny), expected)
 

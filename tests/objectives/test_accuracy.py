@@ -23,14 +23,18 @@ TINY_TASKS = ("dse_arc_easy", "dse_piqa")
     [
         ({"tasks": []}, InvalidConfigError, "no tasks given; local tasks: dse_arc_challenge"),
         ({"tasks": ["dse_piqa", "dse_piqa"]}, InvalidConfigError, "dse_piqa given twice"),
-        ({"tasks": ["dse_piqa"], "limit": 0}, InvalidConfigError, "limit must be a positive number of documents per task or None, got 0"),
+        ({"tasks": ["dse_piqa"], "limit": 0}, InvalidConfigError,
+         "limit must be a positive number of documents per task or None, got 0"),
         ({"tasks": ["dse_piqa"], "limit": -3}, InvalidConfigError, "got -3"),
         ({"tasks": ["dse_piqa"], "limit": True}, InvalidConfigError, "got True"),
         ({"tasks": ["dse_piqa"], "batch_size": 0}, InvalidConfigError, "batch_size must be a positive integer, got 0"),
-        ({"tasks": ["dse_arc_eas"]}, UnknownNameError, "unknown local task 'dse_arc_eas'. Did you mean 'dse_arc_easy'?"),
+        ({"tasks": ["dse_arc_eas"]}, UnknownNameError,
+         "unknown local task 'dse_arc_eas'. Did you mean 'dse_arc_easy'?"),
     ],
 )
-def test_bad_options_raise_one_clear_error(kwargs: dict[str, Any], error: type[Exception], message: str, data_dir: Path) -> None:
+def test_bad_options_raise_one_clear_error(
+    kwargs: dict[str, Any], error: type[Exception], message: str, data_dir: Path
+) -> None:
     with pytest.raises(error, match=message) as info:
         AccuracyObjective(data_dir=data_dir, **kwargs)
     assert "\n" not in str(info.value)
@@ -221,7 +225,7 @@ def test_mmlu_accuracy_is_lm_evals_size_weighted_group_aggregate(tiny_llama: Any
 def test_hub_task_names_are_checked_against_lm_eval_index(data_dir: Path) -> None:
     objective = AccuracyObjective(["dse_piqa", "arc_easy"], limit=5, data_dir=data_dir)
     assert objective.tasks == ("dse_piqa", "arc_easy")
-    with pytest.raises(UnknownNameError, match="unknown task 'arc_eazy': not a local task .* Did you mean 'arc_easy'"):
+    with pytest.raises(UnknownNameError, match=r"unknown task 'arc_eazy': not a local task .* Did you mean 'arc_easy'"):
         AccuracyObjective(["arc_eazy"], data_dir=data_dir)
 
 

@@ -32,7 +32,7 @@ class FakeNvml:
     class NVMLError(Exception):
         pass
 
-    class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's name
+    class NVMLError_NotSupported(NVMLError):  # noqa: N801, N818 - pynvml's name
         pass
 
     def __init__(

@@ -82,7 +82,9 @@ def test_drop_is_negative_when_accuracy_rises() -> None:
 
 def test_agreement_on_a_few_documents_does_not_make_a_point_interval() -> None:
     # Three documents, all lost: a plain paired t interval would have zero width.
-    estimate = paired_drop(measurement({"a": [1.0, 1.0, 1.0]}, {"a": 100}), measurement({"a": [0.0, 0.0, 0.0]}, {"a": 100}))
+    estimate = paired_drop(
+        measurement({"a": [1.0, 1.0, 1.0]}, {"a": 100}), measurement({"a": [0.0, 0.0, 0.0]}, {"a": 100})
+    )
     assert estimate.drop_pp == 100.0
     low, high = adjusted_interval([1.0, 1.0, 1.0], T_0975_DF4)
     assert estimate.ci_low_pp == pytest.approx(low) and estimate.ci_high_pp == pytest.approx(min(high, 100.0))

@@ -37,7 +37,7 @@ def test_text_without_the_layout_file_joins_the_lines(tmp_path: Path) -> None:
 
 def test_layout_that_does_not_match_is_a_data_error(tmp_path: Path) -> None:
     root = write_wikitext(tmp_path, [" a ", " b "], [" a ", " "])
-    with pytest.raises(DataError, match="test.txt has 1 non-empty lines but wikitext2/wiki.test.raw has 2"):
+    with pytest.raises(DataError, match=r"test.txt has 1 non-empty lines but wikitext2/wiki.test.raw has 2"):
         wikitext2_test_text(root)
 
 
@@ -63,7 +63,7 @@ def test_bad_options_are_config_errors(kwargs: dict[str, Any], message: str, dat
 
 
 def test_missing_file_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="'wikitext2/wiki.test.raw' is missing"):
+    with pytest.raises(DataError, match=r"'wikitext2/wiki.test.raw' is missing"):
         PerplexityObjective(data_dir=tmp_path)
 
 
@@ -75,7 +75,8 @@ def tiny_ids(tiny_llama: Any, data_dir: Path) -> Any:
 def test_one_window_equals_the_models_own_loss(tiny_llama: Any, data_dir: Path, tiny_ids: Any) -> None:
     import torch
 
-    result = PerplexityObjective(data_dir=data_dir, max_length=128, stride=128, max_tokens=100).measure(tiny_llama.target())
+    objective = PerplexityObjective(data_dir=data_dir, max_length=128, stride=128, max_tokens=100)
+    result = objective.measure(tiny_llama.target())
     ids = tiny_ids[:100].unsqueeze(0)
     with torch.no_grad():
         loss = float(tiny_llama.model(input_ids=ids, labels=ids).loss)
@@ -125,6 +126,7 @@ def test_measure_leaves_the_model_unchanged(tiny_llama: Any, data_dir: Path, unc
 def test_smollm2_perplexity_is_finite_and_sane(smollm2: Any, data_dir: Path) -> None:
     # Measured here: 20.2 on the first 4,096 tokens (window 1024, stride 512); this
     # shorter prefix with half-size windows gives a little more.
-    result = PerplexityObjective(data_dir=data_dir, max_length=512, stride=256, max_tokens=1024).measure(smollm2.target())
+    objective = PerplexityObjective(data_dir=data_dir, max_length=512, stride=256, max_tokens=1024)
+    result = objective.measure(smollm2.target())
     assert result.tokens == 1023
     assert 8.0 < result.perplexity < 40.0

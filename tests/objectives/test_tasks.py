@@ -134,7 +134,9 @@ def test_arc_easy_prompt_matches_lm_eval(data_dir: Path) -> None:
     ours = _our_task("dse_arc_easy", data_dir)
     _assert_same_prompts(ours, 0, _standard_task("arc/arc_easy.yaml", hf_doc, "test"))
     context, continuation = _requests(ours, 0)[0]
-    assert context == "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:"
+    assert context == (
+        "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:"
+    )
     assert continuation == " Sunlight is the source of energy for nearly all ecosystems."
 
 
@@ -156,10 +158,12 @@ def test_piqa_prompt_and_label_match_lm_eval(data_dir: Path) -> None:
 
 def test_boolq_prompt_and_label_match_lm_eval(data_dir: Path) -> None:
     raw = _jsonl_line(data_dir / "boolq/val.jsonl", 0)
-    hf_doc = {"question": raw["question"], "passage": raw["passage"], "idx": raw["idx"], "label": int(raw["label"] == "true")}
+    hf_doc = {
+        "question": raw["question"], "passage": raw["passage"], "idx": raw["idx"], "label": int(raw["label"] == "true")
+    }
     ours = _our_task("dse_boolq", data_dir)
     _assert_same_prompts(ours, 0, _standard_task("super_glue/boolq/default.yaml", hf_doc, "validation"))
-    context, continuation = _requests(ours, 0)[0]
+    context, _continuation = _requests(ours, 0)[0]
     assert context.endswith("\nQuestion: does ethanol take more energy make that produces?\nAnswer:")
     assert [args[1] for args in _requests(ours, 0)] == [" no", " yes"]
 
@@ -211,8 +215,10 @@ def test_mmlu_prompt_matches_lm_eval_with_the_subject_description(data_dir: Path
     ours = _our_task("dse_mmlu_high_school_us_history", data_dir)
     standard = _standard_task("mmlu/default/mmlu_high_school_us_history.yaml", hf_doc, "test")
     _assert_same_prompts(ours, 0, standard)
-    context, continuation = _requests(ours, 0)[0]
-    assert context.startswith("The following are multiple choice questions (with answers) about high school us history.\n\n")
+    context, _continuation = _requests(ours, 0)[0]
+    assert context.startswith(
+        "The following are multiple choice questions (with answers) about high school us history.\n\n"
+    )
     assert context.endswith("\nD. " + row[4] + "\nAnswer:")
     assert [args[1] for args in _requests(ours, 0)] == [" A", " B", " C", " D"]
 
@@ -220,7 +226,8 @@ def test_mmlu_prompt_matches_lm_eval_with_the_subject_description(data_dir: Path
 def test_lambada_context_and_target_match_lm_eval(data_dir: Path) -> None:
     raw = _jsonl_line(data_dir / "lambada/lambada_openai.jsonl", 0)
     ours = _our_task("dse_lambada", data_dir)
-    standard = _standard_task("lambada/lambada_openai.yaml", {"text": raw["context"] + " " + raw["continuation"]}, "test")
+    text = raw["context"] + " " + raw["continuation"]
+    standard = _standard_task("lambada/lambada_openai.yaml", {"text": text}, "test")
     _assert_same_prompts(ours, 0, standard)
     # lm-eval's template splits off the last word: exactly the file's two fields.
     assert _requests(ours, 0) == [(raw["context"], " signs")]
@@ -248,7 +255,9 @@ def test_hellaswag_query_matches_lm_eval_on_an_activitynet_item(data_dir: Path) 
     }
     ours = _our_task("dse_hellaswag", data_dir)
     _assert_same_prompts(ours, 0, _standard_task("hellaswag/hellaswag.yaml", hf_doc, "validation"))
-    assert _requests(ours, 0)[3] == ("Roof shingle removal: A man is sitting on a roof. He", " starts pulling up roofing on a roof.")
+    assert _requests(ours, 0)[3] == (
+        "Roof shingle removal: A man is sitting on a roof. He", " starts pulling up roofing on a roof."
+    )
     assert ours.doc_to_target(ours.eval_docs[0]) == 3
 
 
@@ -272,7 +281,10 @@ ARC_CHALLENGE_ROWS = [
     {
         "id": "Mercury_7175875",
         "question": {
-            "stem": "An astronomer observes that a planet rotates faster after a meteorite impact. Which is the most likely effect of this increase in rotation?",
+            "stem": (
+                "An astronomer observes that a planet rotates faster after a meteorite impact. "
+                "Which is the most likely effect of this increase in rotation?"
+            ),
             "choices": [
                 {"text": "Planetary density will decrease.", "label": "A"},
                 {"text": "Planetary years will become longer.", "label": "B"},
@@ -285,7 +297,11 @@ ARC_CHALLENGE_ROWS = [
     {
         "id": "Mercury_SC_409171",
         "question": {
-            "stem": "A group of engineers wanted to know how different building designs would respond during an earthquake. They made several models of buildings and tested each for its ability to withstand earthquake conditions. Which will most likely result from testing different building designs?",
+            "stem": (
+                "A group of engineers wanted to know how different building designs would respond during an "
+                "earthquake. They made several models of buildings and tested each for its ability to withstand "
+                "earthquake conditions. Which will most likely result from testing different building designs?"
+            ),
             "choices": [
                 {"text": "buildings will be built faster", "label": "1"},
                 {"text": "buildings will be made safer", "label": "2"},
@@ -297,9 +313,15 @@ ARC_CHALLENGE_ROWS = [
 ]
 
 WINOGRANDE_ROWS = [
-    {"qID": "3QHITW7OYO7Q6B6ISU2UMJB84BLAQE-2", "sentence": "Sarah was a much better surgeon than Maria so _ always got the harder cases.", "option1": "Sarah", "option2": "Maria", "answer": "1"},
-    {"qID": "3QHITW7OYO7Q6B6ISU2UMJB84BLAQE-1", "sentence": "Sarah was a much better surgeon than Maria so _ always got the easier cases.", "option1": "Sarah", "option2": "Maria", "answer": "2"},
-    {"qID": "3XWUWJ18TLO2DDRXF83QWLKRJ29UU4-1", "sentence": "They were worried the wine would ruin the bed and the blanket, but the _ was't ruined.", "option1": "blanket", "option2": "bed", "answer": "2"},
+    {"qID": "3QHITW7OYO7Q6B6ISU2UMJB84BLAQE-2",
+     "sentence": "Sarah was a much better surgeon than Maria so _ always got the harder cases.",
+     "option1": "Sarah", "option2": "Maria", "answer": "1"},
+    {"qID": "3QHITW7OYO7Q6B6ISU2UMJB84BLAQE-1",
+     "sentence": "Sarah was a much better surgeon than Maria so _ always got the easier cases.",
+     "option1": "Sarah", "option2": "Maria", "answer": "2"},
+    {"qID": "3XWUWJ18TLO2DDRXF83QWLKRJ29UU4-1",
+     "sentence": "They were worried the wine would ruin the bed and the blanket, but the _ was't ruined.",
+     "option1": "blanket", "option2": "bed", "answer": "2"},
 ]
 
 
@@ -359,7 +381,7 @@ def test_a_missing_file_is_a_data_error_naming_it(written_data: Path) -> None:
     from objectives.tasks import loaders
     from space.errors import DataError
 
-    with pytest.raises(DataError, match="piqa/valid.jsonl"):
+    with pytest.raises(DataError, match=r"piqa/valid.jsonl"):
         loaders.piqa(**{DATA_DIR_KEY: str(written_data)})
 
 

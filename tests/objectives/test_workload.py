@@ -53,7 +53,7 @@ def test_input_ids_are_seeded_and_within_the_vocabulary(tiny_target: EvalTarget)
     assert first.shape == (3, 40)
     assert first.equal(workload_input_ids(tiny_target, w))
     assert not first.equal(workload_input_ids(tiny_target, Workload(prefill_tokens=40, batch_size=3, seed=1)))
-    assert 0 <= int(first.min()) and int(first.max()) < len(tiny_target.tokenizer)
+    assert int(first.min()) >= 0 and int(first.max()) < len(tiny_target.tokenizer)
 
 
 def test_input_ids_respect_a_smaller_tokenizer(tiny_target: EvalTarget) -> None:
@@ -124,3 +124,13 @@ def test_check_device() -> None:
 def test_cuda_without_a_gpu_is_one_clear_error() -> None:
     with pytest.raises(DseError, match="no CUDA device is available: use --device cpu"):
         check_device("cuda")
+
+
+def test_after_prefill_runs_once_between_prefill_and_decode(tiny_llama: Any) -> None:
+    target = tiny_llama.target()
+    w = Workload(prefill_tokens=6, decode_tokens=3, warmup=0, repeats=1)
+    ids = workload_input_ids(target, w)
+    calls: list[int] = []
+    with_hook = greedy_decode(target, w, input_ids=ids, after_prefill=lambda: calls.append(1))
+    assert calls == [1]
+    assert torch.equal(with_hook, greedy_decode(target, w, input_ids=ids))

@@ -160,6 +160,6 @@ def test_import_space_is_torch_free() -> None:
 def test_dse_script_exit_code() -> None:
     dse = Path(sys.executable).with_name("dse")
     result = subprocess.run([str(dse), "space", "check", "llama2-7b", "--layers", "40"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "allowed 0..31" in result.stderr

@@ -14,7 +14,7 @@ from space.spec import ModelSpec
 ALL7 = ("q", "k", "v", "o", "gate", "up", "down")
 
 
-@pytest.fixture()
+@pytest.fixture
 def llama(preset: Callable[[str], ModelSpec]) -> ModelSpec:
     return preset("llama2-7b")
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from itertools import combinations
+from itertools import combinations, pairwise
 
 import pytest
 
-from space.errors import InvalidConfigError
-from space.spec import ModelSpec
 from space.counting import (
     count_layer_sets,
     enumerate_space,
@@ -19,6 +17,8 @@ from space.counting import (
     tensor_subsets,
     theorem1_size,
 )
+from space.errors import InvalidConfigError
+from space.spec import ModelSpec
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ def test_layer_sets_dynamic_program(layers: tuple[int, ...], gap: int) -> None:
         1
         for size in range(1, len(layers) + 1)
         for chosen in combinations(layers, size)
-        if all(b - a >= gap for a, b in zip(chosen, chosen[1:]))
+        if all(b - a >= gap for a, b in pairwise(chosen))
     )
     assert count_layer_sets(layers, gap) == brute
 

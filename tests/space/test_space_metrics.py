@@ -81,7 +81,7 @@ def test_rank_beyond_compression_is_reported(preset: Callable[[str], ModelSpec])
                                                (64, 176), (192, 576), (577, 1536)])
 def test_max_compressing_rank_is_the_largest_that_compresses(height: int, width: int) -> None:
     brute = max(
-        (r for r in range(0, min(height, width) + 1)
+        (r for r in range(min(height, width) + 1)
          if r == 0 or factored_params(height, width, r) < height * width),
     )
     assert max_compressing_rank(height, width) == brute

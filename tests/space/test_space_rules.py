@@ -42,7 +42,7 @@ def _rule_sets() -> list[RuleSet]:
     sets = []
     for profile in PROFILES:
         for switches in product((False, True), repeat=len(RULE_ORDER)):
-            chosen = {name: profile[name] for name, on in zip(RULE_ORDER, switches) if on}
+            chosen = {name: profile[name] for name, on in zip(RULE_ORDER, switches, strict=True) if on}
             sets.append(RuleSet(rules=chosen))
     return sets
 

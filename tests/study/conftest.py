@@ -11,9 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from study_fakes import FakeEvaluator  # noqa: E402
+from study_fakes import FakeEvaluator
 
-from dse.study.definition import StudyDefinition  # noqa: E402
+from dse.study.definition import StudyDefinition
 
 # Rules that leave tiny-llama (4 layers) seven layer sets to search: layers 1..3, adjacent allowed.
 TINY_RULES = {"rank-one": True, "whole-layers": True, "skip-early": 1, "min-distance": 1}

@@ -87,7 +87,7 @@ def test_sampler_and_encoding_names_are_checked() -> None:
 
 
 def test_objective_must_be_measured() -> None:
-    with pytest.raises(ValidationError, match="needs evaluation.measure_latency"):
+    with pytest.raises(ValidationError, match=r"needs evaluation.measure_latency"):
         StudyDefinition.model_validate({"objective": "edp", "evaluation": {"measure_latency": False}})
     ok = StudyDefinition.model_validate({"objective": "params", "evaluation": {"measure_latency": False}})
     assert ok.objective == "params"

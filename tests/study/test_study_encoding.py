@@ -37,7 +37,9 @@ RULE_SETS: list[dict[str, Any]] = [
 
 def _space(model: str, rules: dict[str, Any], **search: Any):  # type: ignore[no-untyped-def]
     definition = StudyDefinition(model=model, rules=rules, search=search)
-    return build_search_space(load_spec(model), definition)
+    bounds = definition.search
+    return build_search_space(load_spec(model), definition.rules, min_layers=bounds.min_layers,
+                              max_layers=bounds.max_layers, max_rank=bounds.max_rank)
 
 
 def _params(draw: st.DrawFn, params: list[Param]) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def _all_layer_sets(space) -> set[tuple[int, ...]]:  # type: ignore[no-untyped-d
     found = set()
     for n in range(space.min_layers, space.max_layers + 1):
         for combo in itertools.combinations(space.layers, n):
-            if all(b - a >= space.min_gap for a, b in zip(combo, combo[1:])):
+            if all(b - a >= space.min_gap for a, b in itertools.pairwise(combo)):
                 found.add(combo)
     return found
 

@@ -66,7 +66,8 @@ def _brute_front(rows: list[dict[str, Any]], metrics: list[str], feasible_only: 
 @pytest.mark.parametrize("metrics", [["param_reduction_pct", "accuracy_drop_pp"], ["edp_ratio", "accuracy_drop_pp"],
                                      ["latency_ratio", "memory_ratio", "accuracy_drop_pp"]])
 def test_pareto_front_equals_a_brute_force_filter(make_definition, fake_factory, metrics) -> None:  # type: ignore[no-untyped-def]
-    handle = _run(make_definition(n_trials=8, rules={"skip-early": 0, "min-distance": 1, "rank-one": True}), fake_factory)
+    definition = make_definition(n_trials=8, rules={"skip-early": 0, "min-distance": 1, "rank-one": True})
+    handle = _run(definition, fake_factory)
     rows = handle.trials()
     for feasible_only in (True, False):
         front = handle.pareto_front(*metrics, feasible_only=feasible_only)

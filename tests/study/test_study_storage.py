@@ -46,7 +46,7 @@ def test_tables_are_prefixed_and_stamped_with_the_schema_version(tables: EngineT
 def test_a_newer_schema_is_refused_with_the_upgrade(tables: EngineTables, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "db.db") as conn:
         conn.execute("update dse_schema set version = 99")
-    with pytest.raises(StorageError, match="schema 99.*pip install -U lowrank-dse"):
+    with pytest.raises(StorageError, match=r"schema 99.*pip install -U lowrank-dse"):
         EngineTables(check_storage(f"sqlite:///{tmp_path / 'db.db'}", create=False))
 
 
