@@ -72,6 +72,7 @@ def markdown(table: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
+    """Print the table (markdown, or JSON with --json)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     args = parser.parse_args()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+from torch.nn import functional as F  # noqa: N812 - torch's own convention
 
 from dse.layers import FactorizedLinear
 from space.errors import InvalidConfigError
@@ -45,7 +45,7 @@ class FactorizedExperts(nn.Module):
                 f"{type(original).__name__} stores its experts in a layout other than "
                 f"(experts, out, in) with concatenated gate|up and no bias; not supported"
             )
-        self.num_experts = int(getattr(original, "gate_up_proj").shape[0])
+        self.num_experts = int(cast("torch.Tensor", original.gate_up_proj).shape[0])
         self.act_fn = original.act_fn
         for name in EXPERT_PARAMS:
             self.register_parameter(name, getattr(original, name))  # the same objects, shared

@@ -304,8 +304,8 @@ def install_factors(
         f = factors[(pair.layer, pair.tensor)]
         tensor = loaded.spec.tensor(pair.tensor)
         lead = (tensor.experts,) if tensor.kind == "experts" else ()
-        expected = [lead + (tensor.shape[0], pair.rank), lead + (pair.rank, pair.rank),
-                    lead + (tensor.shape[1], pair.rank)]
+        expected = [(*lead, tensor.shape[0], pair.rank), (*lead, pair.rank, pair.rank),
+                    (*lead, tensor.shape[1], pair.rank)]
         got = [tuple(f.u1.shape), tuple(f.core.shape), tuple(f.u2.shape)]
         if got != expected:
             raise InvalidConfigError(

@@ -7,7 +7,7 @@ transformers' ``Conv1D`` (GPT-2; weight in×out, so H and W are swapped back), a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from space.errors import InvalidConfigError
 from space.family import Family
@@ -75,12 +75,12 @@ def linear_macs(family: Family, model: torch.nn.Module, blocks: Any, top_k: int)
         if isinstance(module, torch.nn.Linear):
             macs += module.in_features * module.out_features
         elif is_conv1d(module):
-            macs += int(getattr(module, "weight").numel())
+            macs += int(cast("torch.Tensor", module.weight).numel())
     for block in blocks:
         for path in family.routers:
             router = block.get_submodule(path)
             if not isinstance(router, torch.nn.Linear):  # a Linear router is counted above
-                macs += int(getattr(router, "weight").numel())
+                macs += int(cast("torch.Tensor", router.weight).numel())
         for tensor in read_block(family, block, "", top_k):
             if tensor.kind == "experts":
                 macs += tensor.active * tensor.out_features * tensor.in_features

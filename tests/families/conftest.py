@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_configs import TINY_CONFIGS  # noqa: E402
+from tiny_configs import TINY_CONFIGS
 
 _SEED = 0
 
