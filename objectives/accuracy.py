@@ -43,6 +43,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from objectives.base import EvalTarget, Measurement, Objective
+from objectives.fast_lm_prefix import PrefixStore
 from objectives.tasks import (
     DATA_DIR_KEY,
     LOCAL_TASKS,
@@ -178,16 +179,33 @@ def _silent_hflm_class() -> type:
 
 
 @contextlib.contextmanager
-def _wrapped(target: EvalTarget, batch_size: int) -> Iterator[Any]:
+def _wrapped(
+    target: EvalTarget,
+    batch_size: int,
+    *,
+    fast: bool = False,
+    token_budget: int | None = None,
+    prefix_store: PrefixStore | None = None,
+) -> Iterator[Any]:
     """The target as an lm-eval LM; restores every module's training flag afterwards.
 
     HFLM puts the model in eval mode (and re-ties the embeddings, a no-op for a loaded
-    model); the objective contract says the model leaves as it came.
+    model); the objective contract says the model leaves as it came. ``fast`` wraps it in
+    :mod:`objectives.fast_lm`'s shared-context LM instead (same tokenization and results).
     """
     modes = [(module, module.training) for module in target.model.modules()]
     try:
         with _quiet_lm_eval():
-            lm = _silent_hflm_class()(pretrained=target.model, tokenizer=target.tokenizer, batch_size=batch_size)
+            if fast:
+                from objectives.fast_lm import DEFAULT_TOKEN_BUDGET, fast_lm_class
+
+                lm = fast_lm_class()(
+                    pretrained=target.model, tokenizer=target.tokenizer, batch_size=batch_size,
+                    token_budget=token_budget or DEFAULT_TOKEN_BUDGET, prefix_store=prefix_store,
+                    fingerprint=str(target.info.get("fingerprint", "")),
+                )
+            else:
+                lm = _silent_hflm_class()(pretrained=target.model, tokenizer=target.tokenizer, batch_size=batch_size)
         yield lm
     finally:
         for module, training in modes:
@@ -237,7 +255,14 @@ class AccuracyObjective(Objective):
         tasks: task names: ``dse_*`` local tasks, or lm-eval hub task names.
         limit: documents per task (per subtask for a group): the first ``limit``; None
             for all.
-        batch_size: lm-eval's batch size (requests per forward pass).
+        batch_size: lm-eval's batch size (requests per forward pass) where lm-eval's own
+            ``HFLM`` scores (``fast=False``, and requests the fast path leaves to it).
+        fast: score with :mod:`objectives.fast_lm` (each document's context computed once,
+            token-budget batches); per-document results equal ``HFLM``'s (log-likelihoods
+            within float rounding), in a fraction of the time.
+        token_budget: tokens per forward pass on the fast path (None: its default).
+        prefix_reuse: on the fast path, keep hidden states entering the layers a later
+            model state shares (the undecomposed prefix of a γ) and start there.
         data_dir: the benchmark data directory (``--data-dir``); else ``$DSE_DATA_DIR``,
             else ``../shared/data`` beside the checkout.
         show_progress: draw a tqdm bar naming the task being evaluated.
@@ -259,17 +284,30 @@ class AccuracyObjective(Objective):
         batch_size: int = 16,
         data_dir: str | os.PathLike[str] | None = None,
         show_progress: bool = True,
+        fast: bool = True,
+        token_budget: int | None = None,
+        prefix_reuse: bool = True,
     ) -> None:
         names = task_list(tasks)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise InvalidConfigError(f"limit must be a positive number of documents per task or None, got {limit!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if token_budget is not None and (
+            isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 1
+        ):
+            raise InvalidConfigError(f"token_budget must be a positive number of tokens or None, got {token_budget!r}")
 
         self.tasks: tuple[str, ...] = tuple(names)
         self.limit = limit
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.fast = fast
+        self.token_budget = token_budget
+        self.prefix_store: PrefixStore | None = PrefixStore() if fast and prefix_reuse else None
+        # Per task, per evaluated document: its requests' log-likelihoods (the last measurement),
+        # for comparing scoring paths (benchmarks/bench_trial.py).
+        self.last_loglikelihoods: dict[str, list[list[float]]] = {}
         self._hub_tasks = tuple(n for n in names if not is_local_task(n))
         local = [n for n in names if is_local_task(n)]
         for name in local:
@@ -331,6 +369,7 @@ class AccuracyObjective(Objective):
         started = time.perf_counter()
         plans = self._load_plans()
         results: dict[str, list[float]] = {plan.name: [] for plan in plans}
+        self.last_loglikelihoods = {plan.name: [] for plan in plans}
         longest = max(len(plan.order) for plan in plans)
         from lm_eval.evaluator import evaluate
         from tqdm import tqdm
@@ -343,7 +382,10 @@ class AccuracyObjective(Objective):
             leave=False,
         )
         try:
-            with _wrapped(target, self.batch_size) as lm:
+            with _wrapped(
+                target, self.batch_size, fast=self.fast, token_budget=self.token_budget,
+                prefix_store=self.prefix_store,
+            ) as lm:
                 for start in range(0, longest, chunk_size):
                     for plan in plans:
                         window = plan.order[start : start + chunk_size]
@@ -407,11 +449,17 @@ class AccuracyObjective(Objective):
                 lm=lm, task_dict=task_dict, samples=samples, bootstrap_iters=0, log_samples=True
             )
         values: dict[tuple[str, int], float] = {}
+        loglikelihoods: dict[tuple[str, int], list[float]] = {}
         for leaf, examples in output["samples"].items():
             first_filter = examples[0]["filter"] if examples else None
             for example in examples:
                 if example["filter"] == first_filter:
                     values[(leaf, int(example["doc_id"]))] = float(example[plan.metric])
+                    loglikelihoods[(leaf, int(example["doc_id"]))] = [
+                        float(resp[0][0] if isinstance(resp[0], tuple | list) else resp[0])
+                        for resp in example["resps"]
+                    ]
+        self.last_loglikelihoods[plan.name].extend(loglikelihoods[key] for key in window)
         return [values[key] for key in window]
 
     def _measurement(

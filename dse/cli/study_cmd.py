@@ -113,19 +113,22 @@ def study() -> None:
               help="Where to write the plots (default plots/<name>).")
 @click.option("--no-plots", is_flag=True, help="Write no plots.")
 @click.option("--force", is_flag=True, help="Continue an existing study whose definition changed.")
+@click.option("--screen/--no-screen", "screen", default=None,
+              help="KL screen: skip γ surely above τ (--no-screen evaluates every γ fully, screened ones too).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
 def run(file: Path | None, name: str | None, model: str | None, tasks: str | None, limit: int | None,
         tau: float | None, n_trials: int | None, timeout: float | None, storage: str | None, seed: int | None,
         workers: int | None, sampler: str | None, encoding: str | None, objective: str | None,
         device: str | None, dtype: str | None, data_dir: str | None, rule_items: tuple[str, ...],
-        plots_dir: Path | None, no_plots: bool, force: bool, quiet: bool, as_json: bool) -> None:
+        plots_dir: Path | None, no_plots: bool, force: bool, screen: bool | None, quiet: bool,
+        as_json: bool) -> None:
     from dse.study.api import resolve_definition, run_study
 
     definition = resolve_definition(
         file, name=name, model=model, tasks=tasks, limit=limit, tau=tau, n_trials=n_trials, timeout=timeout,
         storage=storage, seed=seed, workers=workers, sampler=sampler, encoding=encoding, objective=objective,
-        device=device, dtype=dtype, data_dir=data_dir,
+        device=device, dtype=dtype, data_dir=data_dir, screen=screen,
     )
     rules = _rule_overrides(definition.rules, rule_items)
     if rules is not None:

@@ -43,7 +43,8 @@ __all__ = [
 
 # Fields that may differ between runs of one study without changing what it measures.
 BUDGET_FIELDS: frozenset[str] = frozenset(
-    {"name", "n_trials", "timeout", "workers", "storage", "heartbeat_interval", "grace_period", "plots_dir"}
+    {"name", "n_trials", "timeout", "workers", "storage", "heartbeat_interval", "grace_period", "plots_dir",
+     "screen"}  # screen: how trials are spent, not what a trial measures; toggling it resumes
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -147,6 +148,11 @@ class StudyDefinition(BaseModel):
     storage: str = "sqlite:///dse.db"
     plots_dir: str | None = Field(default=None, description="Where `run` writes its plots (default plots/<name>).")
     heartbeat_interval: int = Field(default=10, ge=1, description="Seconds between a running trial's heartbeats.")
+    screen: bool = Field(
+        default=False,
+        description="KL screen (dse/screen.py): record each trial's KL to the baseline and skip the full "
+        "evaluation of γ surely above τ (recorded as screened, never feasible).",
+    )
     grace_period: int | None = Field(
         default=None, ge=1,
         description="Seconds without heartbeat before a RUNNING trial is failed (default 6x interval).",

@@ -37,6 +37,7 @@ __all__ = [
 # Keys of every row, in export order (per_task, gamma and the lists are kept as objects).
 ROW_KEYS: tuple[str, ...] = (
     "number", "state", "feasible", "memoized", "rejected", "early_stopped", "paper_seed", "retry_of",
+    "screened", "kl_divergence", "screen_reason",
     "gamma", "gamma_hash", "gamma_label",
     "accuracy", "baseline_accuracy", "accuracy_drop_pp", "drop_ci_low_pp", "drop_ci_high_pp",
     "edp_ratio", "latency_ratio", "energy_ratio", "memory_ratio",
@@ -54,7 +55,8 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     constraint = trial.constraints.get(CONSTRAINT_KEY)
     complete = trial.state.name == "COMPLETE"
     rejected = bool(attrs.get("rejected", False))
-    feasible = complete and not rejected and constraint is not None and constraint <= 0.0
+    screened = bool(attrs.get("screened", False))  # skipped by the KL screen (dse/screen.py): never feasible
+    feasible = complete and not rejected and not screened and constraint is not None and constraint <= 0.0
     gamma = attrs.get("gamma")
     row: dict[str, Any] = {key: attrs.get(key) for key in ROW_KEYS}
     row.update(
@@ -63,6 +65,7 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         feasible=feasible,
         memoized=bool(attrs.get("memoized", False)),
         rejected=rejected,
+        screened=screened,
         early_stopped=bool(attrs.get("early_stopped", False)),
         gamma=dict(gamma) if isinstance(gamma, dict) else None,
         values=list(trial.values) if trial.values is not None else None,
@@ -85,7 +88,7 @@ def trial_rows(study: optuna.Study, *, include_rejected: bool = True) -> list[di
 
 
 def _measured(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["state"] == "COMPLETE" and not r["rejected"]]
+    return [r for r in rows if r["state"] == "COMPLETE" and not r["rejected"] and not r["screened"]]
 
 
 def best_row(rows: Sequence[dict[str, Any]], goal: Goal) -> dict[str, Any] | None:
@@ -164,6 +167,7 @@ def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
         "early_stopped": sum(1 for r in measured if r["early_stopped"]),
         "memoized": sum(1 for r in measured if r["memoized"]),
         "rejected": sum(1 for r in rows if r["rejected"]),
+        "screened": sum(1 for r in rows if r["screened"]),
         "failed": sum(1 for r in rows if r["state"] == "FAIL"),
         "running": sum(1 for r in rows if r["state"] == "RUNNING"),
         "waiting": sum(1 for r in rows if r["state"] == "WAITING"),

@@ -367,6 +367,7 @@ class Worker:
         self.stats = WorkerStats()
         self._bar: Any = None
         self._current: str = ""
+        self.kl_screen: Any = None  # dse.screen.StudyScreen, when the definition screens
         definition = prepared.definition
         seed = definition.search.seed
         if seed is not None:
@@ -503,9 +504,17 @@ class Worker:
             trial.set_user_attr("memo_study", entry.study_name)
             self.stats.memoized += 1
         else:
+            screen = self._screen_decision(gamma) if definition.screen else None  # KL screen: dse/screen.py
+            if screen is not None and screen.skip:
+                from dse.screen import tell_screened
+                from space.metrics import parameter_report
+
+                reduction = parameter_report(spec, gamma).param_reduction_pct
+                tell_screened(self.p.study, trial, screen, self.p.goal.metrics, reduction)
+                return _DONE
             tau = definition.tau if definition.evaluation.chunk_size is not None else None
             measured = self.evaluator.evaluate(gamma, self.baseline, tau=tau)
-            record = measured.model_dump(mode="json")
+            record = measured.model_dump(mode="json") | ({"kl_divergence": screen.kl} if screen else {})
             self.p.tables.memo_put(self.fingerprint, self.settings_key, record, tau=definition.tau,
                                    study_name=definition.study_name)
             self.stats.evaluated += 1
@@ -529,6 +538,18 @@ class Worker:
         # γ queued again) must not crash on telling a finished trial; its record is memoized.
         retrying(lambda: self.p.study.tell(trial, values, state=TrialState.COMPLETE, skip_if_finished=True))
         return _DONE
+
+    def _screen_decision(self, gamma: DecompositionConfig) -> Any:
+        """The KL screen's decision for γ (dse/screen.py); built on the worker's first use."""
+        from dse.screen import StudyScreen
+        from space.env import resolve_data_dir
+
+        if self.kl_screen is None:
+            data_dir = resolve_data_dir(self.p.definition.evaluation.data_dir)
+            if data_dir is None:
+                raise InvalidConfigError("the KL screen needs the benchmark data directory (wikitext2/)")
+            self.kl_screen = StudyScreen(self.evaluator, data_dir, self.p.definition.tau)
+        return self.kl_screen.check(gamma, retrying(lambda: self.p.study.get_trials(deepcopy=False)))
 
     def _tell_rejected(self, trial: optuna.trial.Trial, gamma: DecompositionConfig | None, reason: str) -> None:
         """A γ the rules exclude: kept as COMPLETE and infeasible (the sampler learns), not measured."""

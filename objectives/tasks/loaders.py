@@ -12,6 +12,9 @@ templates verbatim.
 
 Documents keep the order of the file, so ``limit=n`` always means the first n.
 
+The module is long (one short reader per benchmark, and the helpers its YAMLs name) but
+one thing: lm-eval finds every reader and helper by this module's path in the YAMLs.
+
 Where a file differs from the dataset lm-eval reads (see ``../shared/data/SOURCES.md``):
 
 - HellaSwag: the file stores ``activity_label + ": " + ctx`` per item, with the bracket
