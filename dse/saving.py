@@ -3,7 +3,10 @@
 A decomposed model is its base model plus a few small factors, so a directory holds
 only those: ``factors.safetensors`` (U1, Γ, U2 of every decomposed tensor) and
 ``decomposed.json`` (γ, the method, the surgery report, and the base model's name,
-fingerprint and dtype). Loading reloads the base model through
+fingerprint and dtype). The same directory is also a Hugging Face model with remote
+code (:mod:`dse.export.hf`): ``AutoModelForCausalLM.from_pretrained(DIR,
+trust_remote_code=True)`` and lm-eval's ``hf`` model load it without lowrank-dse.
+Loading here reloads the base model through
 :func:`dse.models.load_model`, checks that its fingerprint is the one the factors were
 computed from, and installs the factors without decomposing anything.
 """
@@ -57,6 +60,12 @@ class DecomposedManifest(BaseModel):
     method: str
     fold: bool
     report: dict[str, Any]
+
+    def config(self) -> DecompositionConfig:
+        """The saved γ."""
+        from dse.surgery import gamma_from_canonical
+
+        return gamma_from_canonical(self.gamma)
 
 
 def is_decomposed_dir(path: str | os.PathLike[str]) -> bool:
@@ -161,6 +170,10 @@ def _write(loaded: LoadedModel, report: SurgeryReport, out: Path) -> Path:
         fold=report.fold,
         report=report.model_dump(mode="json"),
     )
+    from dse.export import export_hf
+
+    # The Hugging Face files first (AutoModelForCausalLM + trust_remote_code, lm-eval's hf model).
+    export_hf(loaded, out)
     pid = os.getpid()
     try:
         tmp_factors = out / f"{FACTORS}.tmp{pid}"

@@ -150,9 +150,9 @@ def _install(
 ) -> SurgeryReport:
     """Swap in the factorized layers; on any failure (Ctrl-C included) restore the model."""
     import torch
-    from tqdm.auto import tqdm
 
     from dse import adapters
+    from space.progress import progress_bar as tqdm
 
     spec = loaded.spec
     model = loaded.model
@@ -207,8 +207,11 @@ def _install(
         cache_misses=len(results) - hits,
     )
     if originals:
+        from dse.export.hf import refuse_plain_save
+
         loaded.originals = originals
         loaded.applied = report
+        refuse_plain_save(loaded.model)  # a plain save would reload with random weights
     return report
 
 
@@ -335,7 +338,10 @@ def undo(loaded: LoadedModel) -> bool:
     if not loaded.originals:
         loaded.applied = None
         return False
+    from dse.export.hf import allow_plain_save
+
     _restore(loaded.model, loaded.originals)
+    allow_plain_save(loaded.model)
     loaded.originals = {}
     loaded.applied = None
     return True

@@ -53,6 +53,7 @@ from objectives.tasks import (
     missing_files,
     task_list,
 )
+from objectives.tasks.aliases import local_copy, resolve_offline
 from space.env import cache_dir, resolve_data_dir
 from space.errors import DataError, InvalidConfigError, UnknownNameError
 
@@ -288,7 +289,8 @@ class AccuracyObjective(Objective):
         token_budget: int | None = None,
         prefix_reuse: bool = True,
     ) -> None:
-        names = task_list(tasks)
+        # Offline, lm-eval's standard names run as their local copies (then checked again for twins).
+        names = task_list(resolve_offline(task_list(tasks)))
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise InvalidConfigError(f"limit must be a positive number of documents per task or None, got {limit!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -372,7 +374,8 @@ class AccuracyObjective(Objective):
         self.last_loglikelihoods = {plan.name: [] for plan in plans}
         longest = max(len(plan.order) for plan in plans)
         from lm_eval.evaluator import evaluate
-        from tqdm import tqdm
+
+        from space.progress import progress_bar as tqdm
 
         bar = tqdm(
             total=sum(len(plan.order) for plan in plans),
@@ -423,7 +426,10 @@ class AccuracyObjective(Objective):
                 raise
             except Exception as exc:  # lm-eval / datasets raise many kinds; re-raised as DataError
                 where = "the data directory" if is_local_task(name) else "the Hugging Face hub (offline?)"
-                raise DataError(f"task {name!r} could not be loaded from {where}: {type(exc).__name__}: {exc}") from exc
+                copy = local_copy(name)
+                hint = f"; its local copy {copy!r} needs no hub" if copy else ""
+                raise DataError(f"task {name!r} could not be loaded from {where}{hint}: "
+                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
             leaves = dict(loaded["tasks"])
             for leaf in leaves.values():
                 if leaf.get_config("num_fewshot") is None:

@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``dse`` script: user errors exit 2 with one line each."""
     from pydantic import ValidationError
 
+    from dse.cli._common import library_warnings_once
     from space.errors import DseError
 
+    library_warnings_once()
     try:
         return cli.main(args=argv, prog_name="dse", standalone_mode=False)
     except click.exceptions.Abort:

@@ -9,28 +9,84 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["emit_json", "print_table", "gamma_options", "gamma_from_options", "console", "json_option"]
+__all__ = ["SCHEMA_VERSION", "json_payload", "emit_json", "library_warnings_once", "print_table",
+            "gamma_options", "gamma_from_options", "console", "json_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def emit_json(obj: Any) -> None:
-    """Print one JSON object (or list) on stdout: the contract for scripts."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+# Bump when a command's JSON changes incompatibly (a key removed or renamed, a type changed);
+# added keys keep the version. The shapes are documented in docs/cli-json.md.
+SCHEMA_VERSION = 1
+# Without a terminal, tables are laid out this wide, so nothing is cut or wrapped.
+PIPE_WIDTH = 100_000
+
+
+def json_payload(obj: Any, key: str | None = None) -> dict[str, Any]:
+    """One JSON object carrying ``schema_version`` first.
+
+    A dict gains the version; anything else (a list, None) is put under ``key``.
+    """
+    if isinstance(obj, dict) and key is None:
+        return {"schema_version": SCHEMA_VERSION, **{k: v for k, v in obj.items() if k != "schema_version"}}
+    if key is None:
+        raise TypeError("a JSON list or null needs a key to be put under")
+    return {"schema_version": SCHEMA_VERSION, key: obj}
+
+
+def emit_json(obj: Any, key: str | None = None) -> None:
+    """Print one JSON object on stdout, with ``schema_version``: the contract for scripts.
+
+    Args:
+        obj: a dict, or a list/None put under ``key``.
+        key: the name of a list's or null's field in the object.
+    """
+    sys.stdout.write(json.dumps(json_payload(obj, key), indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
 def json_option(func: F) -> F:
-    """``--json``: print exactly one JSON object (or list) on stdout instead of tables."""
+    """``--json``: print exactly one JSON object on stdout instead of tables."""
     return click.option(
-        "--json", "as_json", is_flag=True, help="Print one JSON object (or list) on stdout."
+        "--json", "as_json", is_flag=True, help="Print one JSON object on stdout (with schema_version)."
     )(func)
 
 
+_SEEN_WARNINGS: set[tuple[str, str]] = set()
+
+
+def _show_once(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+               file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` that prints each (category, message) once, on one line."""
+    text = str(message).strip()
+    key = (category.__name__, text)
+    if key in _SEEN_WARNINGS:
+        return
+    _SEEN_WARNINGS.add(key)
+    first = text.splitlines()[0] if text else ""
+    (file or sys.stderr).write(f"warning: {filename}:{lineno}: {category.__name__}: {first}\n")
+
+
+def library_warnings_once() -> None:
+    """Show each warning (transformers' and torch's deprecations, …) once per process, on one line.
+
+    Python's own ``once`` action does not hold: every ``warnings.catch_warnings()``
+    block (lm-eval, torch and transformers open them per call) clears the registry
+    of warnings already shown, so the same FutureWarning came back on every trial.
+    Deduplication therefore happens where warnings are printed.
+    """
+    import warnings
+
+    warnings.showwarning = _show_once
+
+
 def console() -> Any:
+    """Rich console on stdout; piped or redirected, tables keep their full width."""
     from rich.console import Console
 
-    return Console()
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=PIPE_WIDTH, no_color=True, highlight=False)
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -43,7 +43,8 @@ def _cache_options(func: Any) -> Any:
               help="Fold Γ into U1: two matmuls instead of three, but H·r + r·W parameters "
                    "instead of the paper's H·r + r² + r·W.")
 @click.option("--out", default=None, metavar="DIR",
-              help="Save the decomposed model (factors + γ + base model reference) to DIR.")
+              help="Save the decomposed model to DIR: factors + γ + base model reference, and a Hugging Face "
+                   "model with remote code (AutoModelForCausalLM + trust_remote_code, lm-eval's hf model).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")

@@ -38,14 +38,21 @@ def _pct(value: float | None, digits: int = 2) -> str:
 @click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16 or float16.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache directory (default: $DSE_CACHE_DIR, else the platform cache dir).")
+@click.option("--output-path", "output_path", default=None, metavar="DIR",
+              help="Also write lm-eval's results file (its schema) for the original and the decomposed "
+                   "model under DIR/<model>/, from lm-eval's simple_evaluate on the same documents.")
+@click.option("--log-samples", is_flag=True, help="With --output-path: also lm-eval's per-document samples files.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(
     model: str, layers: str, tensors: str, rank: int, task_list: str, limit: int,
     batch_size: int, data_dir: str | None, perplexity: bool, ppl_tokens: int, latency: bool,
     energy: bool, prefill: int, decode: int, repeats: int, method: str, device: str, dtype: str,
-    cache_dir: str | None, as_json: bool,
+    cache_dir: str | None, output_path: str | None, log_samples: bool, as_json: bool,
 ) -> None:
     """Measure MODEL decomposed by a γ against the undecomposed MODEL.
+
+    MODEL may be a directory written by `dse decompose --out` or `dse study best
+    --save-model`: its base model is measured with its γ and method.
 
     Accuracy drops are paired comparisons on the same documents, in percentage points,
     with a 95% confidence interval. Latency and energy are ratios to the baseline
@@ -59,10 +66,15 @@ def evaluate(
         os.environ["DSE_CACHE_DIR"] = cache_dir
     if limit < 1:
         raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
+    if log_samples and output_path is None:
+        raise InvalidConfigError("--log-samples writes lm-eval's samples files; give --output-path DIR too")
     gamma = gamma_from_options(layers, tensors, rank)
     from objectives.tasks import task_list as parse_tasks
 
     tasks = parse_tasks(task_list)
+    saved = _saved_model(model, gamma, dtype)
+    if saved is not None:  # a directory from `dse decompose --out`: its base model, γ and method
+        model, gamma, method, dtype = saved.base.name, saved.config(), saved.method, saved.base.dtype
 
     from dse.baselines import BaselineStore
     from dse.evaluation import Evaluator, MeasurementSettings
@@ -82,6 +94,11 @@ def evaluate(
 
     loaded = load_model(model, device=device, dtype=dtype)
     gamma.validate_for(loaded.spec)
+    if saved is not None and loaded.fingerprint != saved.base.fingerprint:
+        from space.errors import DataError
+
+        raise DataError(f"{model} now has fingerprint {loaded.fingerprint}, but the saved model was "
+                        f"decomposed from {saved.base.fingerprint}; decompose it again")
     evaluator = Evaluator(loaded, settings, progress=not as_json)
     store = BaselineStore()
     baseline = store.get(loaded.fingerprint, settings.accuracy_key())
@@ -94,6 +111,10 @@ def evaluate(
     if perplexity:
         ppl = _perplexities(loaded, gamma, evaluator, data_dir, ppl_tokens or None)
 
+    lm_eval_files: dict[str, Any] = {}
+    if output_path is not None:
+        lm_eval_files = _lm_eval_files(loaded, gamma, evaluator, tasks, limit, batch_size, data_dir, output_path,
+                                       log_samples, f"{loaded.name}-lowrank-{record.gamma_hash}")
     result = {
         "model": model,
         "gamma": record.gamma,
@@ -103,6 +124,8 @@ def evaluate(
         "accuracy": record.accuracy,
         "baseline_accuracy": record.baseline_accuracy,
         "accuracy_drop_pp": record.accuracy_drop_pp,
+        "drop_ci_low_pp": record.drop_ci_low_pp,
+        "drop_ci_high_pp": record.drop_ci_high_pp,
         "drop_ci_pp": [record.drop_ci_low_pp, record.drop_ci_high_pp],
         "per_task": {name: task.model_dump() for name, task in record.per_task.items()},
         "latency_s": record.latency_s,
@@ -120,10 +143,42 @@ def evaluate(
         "max_rel_error": record.max_rel_error,
         **ppl,
     }
+    if lm_eval_files:
+        result["lm_eval_output"] = lm_eval_files
     if as_json:
         emit_json(result)
         return
     _print_result(result)
+
+
+def _lm_eval_files(loaded: Any, gamma: Any, evaluator: Any, tasks: Any, limit: int, batch_size: int,
+                   data_dir: str | None, output_path: str, log_samples: bool, label: str) -> dict[str, Any]:
+    """lm-eval's own files for the original and the decomposed model (a second, lm-eval-only pass)."""
+    from dse.surgery import decomposed
+    from objectives.lm_eval_output import write_lm_eval_run
+
+    common: dict[str, Any] = {"out_dir": output_path, "limit": limit, "batch_size": batch_size,
+                              "data_dir": data_dir, "log_samples": log_samples}
+    original = write_lm_eval_run(loaded.target(), tasks, label=loaded.name, **common)
+    with decomposed(loaded, gamma, cache=evaluator.cache, method=evaluator.settings.method):
+        compressed = write_lm_eval_run(loaded.target(), tasks, label=label, **common)
+    return {"original": original, "decomposed": compressed}
+
+
+def _saved_model(path: str, gamma: Any, dtype: str) -> Any:
+    """The manifest when MODEL is a saved decomposed directory (which carries its own γ)."""
+    from dse import saving
+    from space.errors import InvalidConfigError
+
+    if not saving.is_decomposed_dir(path):
+        return None
+    if not gamma.is_identity:
+        raise InvalidConfigError(f"{path!r} is a saved decomposed model and carries its own γ; "
+                                 f"drop --layers/--tensors/--rank")
+    manifest = saving.read_manifest(path)
+    if dtype != "float32" and dtype != manifest.base.dtype:
+        raise InvalidConfigError(f"{path!r} was saved in {manifest.base.dtype}; drop --dtype")
+    return manifest
 
 
 def _perplexities(loaded: Any, gamma: Any, evaluator: Any, data_dir: str | None,

@@ -201,7 +201,7 @@ def list_cmd(storage: str | None, as_json: bool) -> None:
 
     studies = list_studies(storage=storage)
     if as_json:
-        emit_json(studies)
+        emit_json({"studies": studies})
         return
     rows = []
     for s in studies:
@@ -247,16 +247,38 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
 @study.command(help="The best feasible trial (accuracy drop < τ) by the study's objective.")
 @click.argument("name")
 @_storage_option
+@click.option("--save-model", "save_model", default=None, metavar="DIR",
+              help="Save that trial's decomposed model to DIR (loads with AutoModelForCausalLM + "
+                   "trust_remote_code, lm-eval's hf model, dse evaluate/generate).")
+@click.option("--trial", "trial_number", type=int, default=None, metavar="N",
+              help="With --save-model: save trial N instead of the best feasible one.")
+@click.option("--device", default="cpu", show_default=True, help="Device used to decompose for --save-model.")
 @json_option
-def best(name: str, storage: str | None, as_json: bool) -> None:
+def best(name: str, storage: str | None, save_model: str | None, trial_number: int | None, device: str,
+         as_json: bool) -> None:
     from dse.study.api import load_study
 
     handle = load_study(name, storage=storage)
-    row = handle.best()
-    if as_json:
-        emit_json(row)
+    if save_model is None:
+        if trial_number is not None:
+            from space.errors import InvalidConfigError
+
+            raise InvalidConfigError("--trial N selects the trial --save-model saves; give --save-model DIR too")
+        row = handle.best()
+        if as_json:
+            emit_json({"name": name, "best": row})
+            return
+        _print_best(handle, row)
         return
-    _print_best(handle, row)
+    from dse.export.trial import save_trial_model
+
+    row, out = save_trial_model(handle, save_model, number=trial_number, device=device)
+    if as_json:
+        emit_json({"name": name, "best": row, "saved_model": str(out)})
+        return
+    if trial_number is None:
+        _print_best(handle, row)
+    console().print(f"trial {row['number']} ({row.get('gamma_label')}) saved to {out}")
 
 
 @study.command(help="The Pareto front over two or three recorded metrics (feasible trials unless --all).")
@@ -276,12 +298,12 @@ def pareto(name: str, x: str | None, y: str | None, z: str | None, include_all: 
     metrics = [x or defaults[0], y or defaults[1]] + ([z] if z else [])
     front = handle.pareto_front(*metrics, feasible_only=not include_all)
     if as_json:
-        emit_json(front)
+        emit_json({"name": name, "metrics": metrics, "feasible_only": not include_all, "trials": front})
         return
     _print_rows(f"Pareto front of {name} ({' vs '.join(metrics)}, {'all' if include_all else 'feasible'})", front)
 
 
-@study.command(help="Every trial as CSV or JSON (stdout, or --out FILE); --json alone prints the JSON list.")
+@study.command(help="Every trial as CSV or JSON (stdout, or --out FILE); --json alone prints one JSON object.")
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
@@ -293,8 +315,11 @@ def export(name: str, fmt: str, out_file: Path | None, storage: str | None, as_j
     from space.errors import StorageError
 
     handle = load_study(name, storage=storage)
-    # --json on stdout means the JSON list; with --out it means a JSON summary of the write.
-    text = handle.export(fmt if out_file is not None or not as_json else "json")
+    # --json on stdout means one JSON object with the trials; with --out a JSON summary of the write.
+    if out_file is None and as_json:
+        emit_json({"name": name, "trials": handle.trials()})
+        return
+    text = handle.export(fmt)
     if out_file is None:
         click.echo(text, nl=False)
         return
@@ -309,17 +334,29 @@ def export(name: str, fmt: str, out_file: Path | None, storage: str | None, as_j
     console().print(f"{n_trials} trials written to {out_file}")
 
 
-@study.command(help="Write the study's PNG figures (Pareto front, per-task accuracy, efficiency, history).")
+@study.command(help="Write the study's figures (Pareto front, per-task accuracy, efficiency, history).")
 @click.argument("name")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the PNG files (created).")
+              help="Directory for the figure files (created).")
+@click.option("--format", "fmt", type=click.Choice(["png", "pdf", "svg"]), default="png", show_default=True)
+@click.option("--dpi", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Resolution of PNG files.")
 @_storage_option
 @json_option
-def plot(name: str, out_dir: Path, storage: str | None, as_json: bool) -> None:
+def plot(name: str, out_dir: Path, fmt: str, dpi: int, storage: str | None, as_json: bool) -> None:
     from dse.study.api import load_study
 
-    paths = load_study(name, storage=storage).plot(out_dir)
+    paths = load_study(name, storage=storage).plot(out_dir, fmt=fmt, dpi=dpi)
     if as_json:
         emit_json({"name": name, "plots": [str(p) for p in paths]})
         return
     console().print(f"Plots written to {out_dir}/: " + ", ".join(p.name for p in paths))
+
+
+def _add_dashboard() -> None:
+    from dse.cli.dashboard_cmd import dashboard
+
+    study.add_command(dashboard)
+
+
+_add_dashboard()

@@ -112,12 +112,17 @@ class StudyHandle:
             Path(path).write_text(text, encoding="utf-8")
         return text
 
-    def plot(self, out_dir: str | Path) -> list[Path]:
-        """Write the study's PNG figures into ``out_dir``; returns their paths."""
-        from dse.study.plots import write_plots
+    def plot(self, out_dir: str | Path, *, fmt: str = "png", dpi: int | None = None) -> list[Path]:
+        """Write the study's figures (``fmt``: png, pdf or svg) into ``out_dir``; returns their paths."""
+        from dse.study.plots import DEFAULT_DPI, caption_line, optuna_figures, write_plots
 
-        self.plot_paths = write_plots(self.trials(), out_dir, tau=self.definition.tau, goal=self.goal,
-                                      baseline=self.baseline, title=self.name)
+        rows = self.trials()
+        caption = caption_line(self.definition, rows)
+        resolution = DEFAULT_DPI if dpi is None else dpi
+        paths = write_plots(rows, out_dir, tau=self.definition.tau, goal=self.goal, baseline=self.baseline,
+                            title=self.name, fmt=fmt, dpi=resolution, caption=caption)
+        self.plot_paths = paths + optuna_figures(self.study, self.goal, out_dir, fmt=fmt, dpi=resolution,
+                                                 caption=caption)
         return self.plot_paths
 
     def summary(self) -> dict[str, Any]:

@@ -145,7 +145,8 @@ class StudyDefinition(BaseModel):
     n_trials: int = Field(default=10, ge=1, description="Measured trials the study holds when done.")
     timeout: float | None = Field(default=None, gt=0, description="Seconds a run may take before it stops asking.")
     workers: int = Field(default=1, ge=1, le=64, description="Local worker processes.")
-    storage: str = "sqlite:///dse.db"
+    storage: str = Field(default_factory=lambda: _default_storage(),  # noqa: PLW0108 - defined below
+                         description="Database URL (default: $DSE_STORAGE, else sqlite:///dse.db here).")
     plots_dir: str | None = Field(default=None, description="Where `run` writes its plots (default plots/<name>).")
     heartbeat_interval: int = Field(default=10, ge=1, description="Seconds between a running trial's heartbeats.")
     screen: bool = Field(
@@ -305,3 +306,9 @@ def definition_diff(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
         if old != cur:
             changes.append(f"{key}: {json.dumps(old)} -> {json.dumps(cur)}")
     return changes
+
+
+def _default_storage() -> str:
+    from dse.study.storage import default_storage
+
+    return default_storage()

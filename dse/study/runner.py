@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dse.study.dashboard import gamma_attrs, name_objectives, record_constraint
 from dse.study.definition import StudyDefinition, definition_diff
 from dse.study.encoding import (
     Encoding,
@@ -45,7 +46,6 @@ from dse.study.encoding import (
     paper_configs,
 )
 from dse.study.goals import (
-    CONSTRAINT_KEY,
     GOALS,
     REJECTED_CONSTRAINT,
     Goal,
@@ -266,6 +266,7 @@ def prepare(definition: StudyDefinition, *, force: bool = False, resume_only: bo
         }))
         for line in skipped:
             logger.info("paper seed skipped: %s", line)
+    retrying(lambda: name_objectives(study, goal))
     if more_trials is not None:
         tables.set_target(name, more=more_trials)
     elif not resume_only or tables.budget(name) == (0, 0):
@@ -498,6 +499,8 @@ class Worker:
         trial.set_user_attr("gamma", gamma.canonical(spec))
         trial.set_user_attr("gamma_hash", gamma_hash)
         trial.set_user_attr("gamma_label", label)
+        for key, value in gamma_attrs(gamma.canonical(spec), spec, definition.evaluation.method).items():
+            trial.set_user_attr(key, value)
         entry = self.p.tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=definition.tau)
         if entry is not None:
             record = entry.record
@@ -522,7 +525,7 @@ class Worker:
             self.stats.early_stopped += 1
         values, standins = goal.values(record)
         constraint = constraint_value(float(record["accuracy_drop_pp"]), definition.tau)
-        trial.set_constraint(CONSTRAINT_KEY, constraint)
+        record_constraint(trial, constraint)
         for key, value in record.items():
             if key not in ("gamma", "gamma_hash", "gamma_label"):
                 trial.set_user_attr(key, value)
@@ -565,11 +568,13 @@ class Worker:
                 trial.set_user_attr("gamma", gamma.canonical(spec))
                 trial.set_user_attr("gamma_hash", gamma.hash(spec))
                 trial.set_user_attr("gamma_label", gamma.describe(spec))
+                for key, value in gamma_attrs(gamma.canonical(spec), spec).items():
+                    trial.set_user_attr(key, value)
             except InvalidConfigError:
                 pass
         estimates = standin_ratios(reduction) | {"param_reduction_pct": reduction, "accuracy_drop_pp": 100.0}
         values = [estimates[m] for m in self.p.goal.metrics]
-        trial.set_constraint(CONSTRAINT_KEY, REJECTED_CONSTRAINT)
+        record_constraint(trial, REJECTED_CONSTRAINT)
         trial.set_user_attr("rejected", True)
         trial.set_user_attr("reject_reason", reason)
         trial.set_user_attr("memoized", False)
@@ -583,7 +588,7 @@ class Worker:
     def _open_bar(self) -> None:
         if not self.progress:
             return
-        from tqdm.auto import tqdm
+        from space.progress import progress_bar as tqdm
 
         target, _ = self.p.tables.budget(self.p.definition.study_name)
         done = self.p.tables.claim_counts(self.p.definition.study_name).get("done", 0)

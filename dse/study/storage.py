@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "STORAGE_ENV",
+    "default_storage",
     "SQLITE_TIMEOUT",
     "StorageTarget",
     "check_storage",
@@ -44,6 +46,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///dse.db"
+STORAGE_ENV = "DSE_STORAGE"
+
+
+def default_storage() -> str:
+    """``$DSE_STORAGE`` when set (one database for every working directory), else :data:`DEFAULT_STORAGE`."""
+    import os
+
+    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 SQLITE_TIMEOUT = 60.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SERVER_DIALECTS = ("postgresql", "mysql")
@@ -81,7 +91,7 @@ def check_storage(url: str | None, *, create: bool) -> StorageTarget:
     """Check a storage URL without touching the database.
 
     Args:
-        url: an SQLAlchemy URL; None gives :data:`DEFAULT_STORAGE`.
+        url: an SQLAlchemy URL; None gives :func:`default_storage`.
         create: whether the caller will create the database when it is missing (``run``);
             read-only callers get an error for a missing SQLite file instead.
 
@@ -92,7 +102,7 @@ def check_storage(url: str | None, *, create: bool) -> StorageTarget:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    url = url or DEFAULT_STORAGE
+    url = url or default_storage()
     allowed = "expected sqlite:///path/to/file.db, postgresql://user@host/db or mysql://user@host/db"
     try:
         parsed = make_url(url)

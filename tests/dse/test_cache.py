@@ -299,7 +299,7 @@ def test_cli_info_and_clear_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "2 entries" in text and FP in text
     main(["cache", "clear", "--cache-dir", str(tmp_path), "--json"])
     cleared = json.loads(capsys.readouterr().out)
-    assert cleared == {"root": str(tmp_path / "factors"), "removed_entries": 2,
+    assert cleared == {"schema_version": 1, "root": str(tmp_path / "factors"), "removed_entries": 2,
                        "removed_bytes": info["bytes"]}
     main(["cache", "clear", "--cache-dir", str(tmp_path)])
     assert "removed 0 entries" in capsys.readouterr().out

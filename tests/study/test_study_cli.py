@@ -44,7 +44,7 @@ def test_export_json_is_one_object_per_trial(stored, capsys) -> None:  # type: i
         assert row["state"] == "COMPLETE"
         assert set(row["gamma"]) == {"layers", "tensors", "rank"}
     code, out, _ = _dse(capsys, "study", "export", "tiny", "--json", "--storage", stored.storage)
-    assert json.loads(out) == rows
+    assert json.loads(out) == {"schema_version": 1, "name": "tiny", "trials": rows}
 
 
 def test_export_csv_flattens_gamma_and_tasks(stored, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -54,22 +54,26 @@ def test_export_csv_flattens_gamma_and_tasks(stored, capsys, tmp_path: Path) -> 
     assert {"gamma_layers", "dse_arc_easy.accuracy", "dse_piqa.drop_pp", "edp_ratio"} <= set(table[0])
     target = tmp_path / "trials.csv"
     code, out, _ = _dse(capsys, "study", "export", "tiny", "--out", str(target), "--json", "--storage", stored.storage)
-    assert code == 0 and json.loads(out) == {"name": "tiny", "path": str(target), "trials": 6}
+    assert code == 0 and json.loads(out) == {"schema_version": 1, "name": "tiny", "path": str(target), "trials": 6}
     assert target.read_text().count("\n") == 7
 
 
 def test_best_pareto_show_list_plot(stored, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = _dse(capsys, "study", "best", "tiny", "--json", "--storage", stored.storage)
     best = json.loads(out)
+    assert best["schema_version"] == 1 and best["name"] == "tiny"
+    best = best["best"]
     assert code == 0 and set(best) >= EXPORT_KEYS and best["feasible"] and best["accuracy_drop_pp"] < 4.0
 
     code, out, _ = _dse(capsys, "study", "pareto", "tiny", "--x", "param_reduction_pct", "--y", "accuracy_drop_pp",
                         "--json", "--storage", stored.storage)
-    front = json.loads(out)
+    payload = json.loads(out)
+    assert payload["metrics"] == ["param_reduction_pct", "accuracy_drop_pp"] and payload["feasible_only"]
+    front = payload["trials"]
     assert code == 0 and front and all(r["feasible"] for r in front)
     code, out, _ = _dse(capsys, "study", "pareto", "tiny", "--x", "param_reduction_pct", "--y", "accuracy_drop_pp",
                         "--all", "--json", "--storage", stored.storage)
-    assert len(json.loads(out)) >= len(front)
+    assert len(json.loads(out)["trials"]) >= len(front)
 
     code, out, _ = _dse(capsys, "study", "show", "tiny", "--json", "--storage", stored.storage)
     summary = json.loads(out)
@@ -77,14 +81,14 @@ def test_best_pareto_show_list_plot(stored, capsys, tmp_path: Path) -> None:  # 
     assert summary["definition"]["tau"] == 4.0 and summary["best"]["number"] == best["number"]
 
     code, out, _ = _dse(capsys, "study", "list", "--json", "--storage", stored.storage)
-    listed = json.loads(out)
+    listed = json.loads(out)["studies"]
     assert [s["name"] for s in listed] == ["tiny"] and listed[0]["counts"]["complete"] == 6
 
     code, out, _ = _dse(capsys, "study", "plot", "tiny", "--out", str(tmp_path / "figs"), "--json",
                         "--storage", stored.storage)
     plots = [Path(p) for p in json.loads(out)["plots"]]
     assert code == 0 and {p.name for p in plots} == {"pareto.png", "accuracy_per_task.png", "efficiency.png",
-                                                     "history.png"}
+                                                     "history.png", "optuna_history.png"}
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
 
     code, out, _ = _dse(capsys, "study", "show", "tiny", "--storage", stored.storage)

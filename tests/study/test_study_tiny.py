@@ -74,7 +74,7 @@ def test_run_prints_best_front_and_plots(tiny_run: dict[str, Any]) -> None:
     assert first["created"] and first["counts"]["complete"] == 4
     assert first["run"]["evaluated"] + first["run"]["memoized"] == 4
     assert {Path(p).name for p in first["plots"]} == {"pareto.png", "accuracy_per_task.png", "efficiency.png",
-                                                      "history.png"}
+                                                      "history.png", "optuna_history.png"}
     assert all(Path(p).stat().st_size > 1000 for p in first["plots"])
     assert first["pareto_metrics"] == ["edp_ratio", "accuracy_drop_pp"]
 
