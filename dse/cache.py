@@ -15,7 +15,10 @@ is sliced from it. For matrices small enough for a full SVD that slice is exactl
 a higher-rank run, so the factors can differ slightly from a direct run at the lower
 rank, and only the higher rank's error was checked against the optimum. Only a larger
 rank triggers new work, and replaces the entry. Other methods (``hooi``) are keyed by
-rank too, since their factors of different ranks are unrelated.
+rank too, since their factors of different ranks are unrelated. The calibrated methods
+(``asvd``, ``svd-llm``, ``feature``) store two nested factors ``a``, ``b`` (and the
+Cholesky jitter) and are keyed by their calibration too (``variant``: the statistics'
+key and method options), so one method or calibration never answers for another.
 
 Entries are keyed by the model's fingerprint (a hash of its weights, not its name).
 Files are written to a temporary name and renamed into place, so a crash never leaves
@@ -37,7 +40,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +48,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
+from space.config import TWO_FACTOR_METHODS
 from space.errors import InvalidConfigError, StorageError
 
 if TYPE_CHECKING:
     import torch
 
     from dse.decompose import TuckerFactors
+    from dse.methods import TwoFactors
 
 __all__ = [
     "FactorCache",
@@ -70,7 +75,7 @@ DEFAULT_MEMORY_BYTES = 1024**3
 SCHEMA_VERSION = 1
 INDEX_NAME = "index.sqlite"
 # Methods whose factors of a lower rank are a slice of those of a higher rank.
-_NESTED_METHODS = frozenset({"svd"})
+_NESTED_METHODS = frozenset({"svd"}) | TWO_FACTOR_METHODS
 # A memory hit refreshes the entry's disk LRU stamp at most this often (seconds).
 _TOUCH_INTERVAL = 60.0
 
@@ -132,6 +137,7 @@ class FactorLookup(BaseModel):
     source: Literal["memory", "disk", "computed"]
     seconds: float  # the whole call
     decompose_seconds: float  # 0.0 unless source == "computed"
+    jitter: float = 0.0  # svd-llm: diagonal added to XᵀX (-1: fell back to svd)
 
 
 class ModelUsage(BaseModel):
@@ -173,19 +179,20 @@ class _Entry:
 
     def factors(self, rank: int) -> TuckerFactors:
         from dse.decompose import SingularTriplets, TuckerFactors
+        from dse.methods import TwoFactors
 
+        if self.method in TWO_FACTOR_METHODS:
+            return TwoFactors(self.tensors["a"], self.tensors["b"]).factors(rank)
         if self.method in _NESTED_METHODS:
             t = self.tensors
             return SingularTriplets(t["u"], t["s"], t["v"]).factors(rank)
         return TuckerFactors(self.tensors["u1"], self.tensors["core"], self.tensors["u2"])
 
 
-def _entry_names(method: str) -> tuple[str, ...]:
-    return ("u", "s", "v") if method in _NESTED_METHODS else ("u1", "core", "u2")
-
-
 def _expected_shapes(method: str, rank: int, shape: tuple[int, int]) -> dict[str, tuple[int, ...]]:
     height, width = shape
+    if method in TWO_FACTOR_METHODS:
+        return {"a": (height, rank), "b": (width, rank), "jitter": (1,)}
     if method in _NESTED_METHODS:
         return {"u": (height, rank), "s": (rank,), "v": (width, rank)}
     return {"u1": (height, rank), "core": (rank, rank), "u2": (width, rank)}
@@ -264,7 +271,8 @@ class FactorCache:
 
     def factors(
         self, fingerprint: str, layer: int, tensor: str, weight: torch.Tensor, rank: int,
-        method: str = "svd", *, label: str | None = None,
+        method: str = "svd", *, label: str | None = None, variant: str | None = None,
+        compute: Callable[[int], TwoFactors] | None = None,
     ) -> tuple[TuckerFactors, bool]:
         """Factors of ``weight`` at ``rank``, from memory, disk, or a new decomposition.
 
@@ -276,6 +284,10 @@ class FactorCache:
             rank: the pruned rank, 1 ≤ rank ≤ min(H, W).
             method: a name in :data:`dse.decompose.METHODS`.
             label: a readable model name shown by :meth:`info` (optional).
+            variant: what else the factors depend on (calibrated methods: the statistics'
+                key and method options); part of the key.
+            compute: for calibrated methods, ``rank -> TwoFactors`` (the cache cannot
+                compute them from the weight alone).
 
         Returns:
             ``(factors, from_cache)``: factors on the weight's device in its dtype (a
@@ -284,10 +296,15 @@ class FactorCache:
         """
         from dse.decompose import METHODS, check_weight_rank
 
-        METHODS.get(method)
+        if method in TWO_FACTOR_METHODS:
+            if compute is None or not variant:
+                raise InvalidConfigError(f"method {method!r} needs calibration: pass its "
+                                         f"variant key and a compute function")
+        else:
+            METHODS.get(method)
         check_weight_rank(weight, rank)
         shape = (int(weight.shape[0]), int(weight.shape[1]))
-        key = self._key(fingerprint, layer, tensor, method, rank)
+        key = self._key(fingerprint, layer, tensor, method, rank, variant)
         start = time.perf_counter()
         with self._lock:
             entry = self._memory_get(key, rank, shape)
@@ -298,7 +315,7 @@ class FactorCache:
             decompose_seconds = 0.0
             if entry is None:
                 source = "computed"
-                entry, decompose_seconds = self._compute(weight, rank, method)
+                entry, decompose_seconds = self._compute(weight, rank, method, compute)
                 self._memory_put(key, entry)
                 self._disk_put(key, entry, fingerprint, layer, tensor, label, decompose_seconds)
             factors = entry.factors(rank)
@@ -314,20 +331,32 @@ class FactorCache:
                 fingerprint=fingerprint, layer=layer, tensor=tensor, method=method, rank=rank,
                 stored_rank=entry.rank, source=source, seconds=time.perf_counter() - start,
                 decompose_seconds=decompose_seconds,
+                jitter=float(entry.tensors["jitter"][0]) if "jitter" in entry.tensors else 0.0,
             )
         return factors, hit
 
     @staticmethod
-    def _key(fingerprint: str, layer: int, tensor: str, method: str, rank: int) -> str:
+    def _key(fingerprint: str, layer: int, tensor: str, method: str, rank: int,
+             variant: str | None = None) -> str:
         key = f"{fingerprint}/{layer}/{tensor}/{method}"
+        if variant:
+            key += f"@{variant}"
         return key if method in _NESTED_METHODS else f"{key}/r{rank}"
 
-    def _compute(self, weight: torch.Tensor, rank: int, method: str) -> tuple[_Entry, float]:
+    def _compute(self, weight: torch.Tensor, rank: int, method: str,
+                 compute: Callable[[int], TwoFactors] | None = None) -> tuple[_Entry, float]:
+        import torch
+
         from dse.decompose import decompose, truncated_svd
 
         start = time.perf_counter()
         shape = (int(weight.shape[0]), int(weight.shape[1]))
-        if method in _NESTED_METHODS:
+        if method in TWO_FACTOR_METHODS:
+            assert compute is not None
+            two = compute(rank)
+            tensors = {"a": two.a, "b": two.b,
+                       "jitter": torch.tensor([two.jitter], dtype=torch.float64)}
+        elif method in _NESTED_METHODS:
             triplets = truncated_svd(weight, rank)
             tensors = {"u": triplets.u, "s": triplets.s, "v": triplets.v}
         else:

@@ -58,7 +58,9 @@ class MeasurementSettings(BaseModel):
     measure_memory: bool = True
     chunk_size: int | None = Field(default=None, ge=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    method: Literal["svd", "hooi"] = "svd"
+    method: Literal["svd", "hooi", "asvd", "svd-llm", "feature", "activation"] = "svd"
+    # The calibration statistics' key (and method options) the calibrated methods use.
+    calibration: str | None = None
     # Where the model runs: latency and energy ratios of a GPU and a CPU differ, so the memo
     # must not answer one with the other (the weights' fingerprint is the same on both).
     device: str = "cpu"
@@ -76,7 +78,8 @@ class MeasurementSettings(BaseModel):
         Keys the memo: a γ measured under the same model fingerprint and key is not
         measured again.
         """
-        payload = self.model_dump(mode="json", exclude={"data_dir", "chunk_size"})
+        unset = {"calibration"} if self.calibration is None else set()  # old keys stay valid
+        payload = self.model_dump(mode="json", exclude={"data_dir", "chunk_size"} | unset)
         return _hash({"settings": payload, "lm_eval": software_versions().get("lm_eval", "")})
 
     def accuracy_key(self) -> str:

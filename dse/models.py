@@ -56,6 +56,7 @@ class LoadedModel:
     dtype: str = "float32"
     originals: dict[str, Any] = field(default_factory=dict)
     applied: Any = None  # the γ currently applied by dse.surgery, if any
+    calibration: Any = None  # dse.calibration.Calibration for the calibrated methods, if any
 
     def target(self) -> EvalTarget:
         """The view objectives measure."""

@@ -24,14 +24,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from space.config import DecompositionConfig, ResolvedPair
-from space.errors import InvalidConfigError
+from space.config import TWO_FACTOR_METHODS, DecompositionConfig, ResolvedPair
+from space.errors import CalibrationError, InvalidConfigError
 
 if TYPE_CHECKING:
     import torch
 
     from dse.cache import FactorCache
+    from dse.calibration import Calibration
     from dse.decompose import TuckerFactors
+    from dse.methods import TwoFactors
     from dse.models import LoadedModel
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "installed_factors",
     "gamma_from_canonical",
     "greedy_continuation",
+    "decomposable_paths",
 ]
 
 class TensorResult(BaseModel):
@@ -56,8 +59,10 @@ class TensorResult(BaseModel):
     layer: int
     tensor: str
     rank: int
-    rel_error: float  # ||W - U1·Γ·U2ᵀ||_F / ||W||_F, computed in float64
+    rel_error: float  # ||W - U1·Γ·U2ᵀ||_F / ||W||_F, computed in float64 (0 for activation)
     cached: bool  # factors came from the factor cache (no decomposition)
+    method: str = "svd"
+    jitter: float = 0.0  # svd-llm: diagonal added to XᵀX before the Cholesky (-1: svd fallback)
 
 
 class SurgeryReport(BaseModel):
@@ -88,15 +93,14 @@ class SurgeryReport(BaseModel):
 
 def gamma_from_canonical(form: Mapping[str, Any]) -> DecompositionConfig:
     """Rebuild γ from :meth:`DecompositionConfig.canonical` output (e.g. read from JSON)."""
-    layers = tuple(int(x) for x in form.get("layers") or ())
-    if not layers:
-        return DecompositionConfig()
-    tensors = tuple(form["tensors"])
-    rank = form["rank"]
-    if isinstance(rank, Mapping):
-        return DecompositionConfig(layers=layers, tensors=tensors, rank=None,
-                                   ranks={str(k): int(v) for k, v in rank.items()})
-    return DecompositionConfig(layers=layers, tensors=tensors, rank=int(rank))
+    return DecompositionConfig.from_canonical(dict(form))
+
+
+def decomposable_paths(loaded: LoadedModel) -> dict[tuple[int, str], str]:
+    """Module path of every decomposable (layer, tensor) of this model (an experts tensor: its module)."""
+    prefix = _block_prefix(loaded)
+    return {(layer, t.name): f"{prefix}.{layer}.{t.module}"  # experts: their module
+            for layer in range(loaded.spec.n_layers) for t in loaded.spec.tensors}
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -126,16 +130,17 @@ def set_module(model: torch.nn.Module, path: str, module: torch.nn.Module) -> No
 
 
 def _check_method(method: str) -> None:
-    from dse.decompose import METHODS
+    from dse.methods import check_method
 
-    if method not in METHODS:
-        raise InvalidConfigError(
-            f"unknown decomposition method {method!r}; allowed: {', '.join(METHODS.names())}"
-        )
+    check_method(method)
 
 
-# Returns (factors, came_from_cache, known rel_error or None) for a pair and its weight.
-_Obtain = Callable[[ResolvedPair, "torch.Tensor"], "tuple[TuckerFactors, bool, float | None]"]
+# Returns (factors, came_from_cache, known rel_error or None, jitter) for a pair and its layer;
+# None factors install the run-time ``activation`` decomposition instead.
+# (pair, original module, its dense weight: H×W, or E×H×W for experts) -> factors (None: the
+# weight stays whole, method activation), came from cache, known rel_error or None, jitter.
+_Obtain = Callable[[ResolvedPair, "torch.nn.Module", "torch.Tensor"],
+                   "tuple[TuckerFactors | None, bool, float | None, float]"]
 
 
 def _install(
@@ -147,11 +152,13 @@ def _install(
     method: str,
     fold: bool,
     progress: bool,
+    methods: Mapping[str, str] | None = None,
 ) -> SurgeryReport:
     """Swap in the factorized layers; on any failure (Ctrl-C included) restore the model."""
     import torch
 
     from dse import adapters
+    from dse.methods.activation import ActivationLowRankLinear
     from space.progress import progress_bar as tqdm
 
     spec = loaded.spec
@@ -175,15 +182,22 @@ def _install(
                 weight = adapters.dense_weight(original, tensor, path)
                 bar.set_postfix_str(f"L{pair.layer} {pair.tensor} r={pair.rank}")
                 start = time.perf_counter()
-                factors, hit, rel_error = obtain(pair, weight)
+                factors, hit, rel_error, jitter = obtain(pair, original, weight)
                 seconds += time.perf_counter() - start  # decomposing or reading the cache only
-                if rel_error is None:
-                    rel_error = adapters.relative_error(weight, factors)
-                replacement = adapters.factorized(current, original, tensor, factors, fold=fold)
+                replacement: torch.nn.Module
+                if factors is None:  # method activation (Linear only, checked by apply)
+                    replacement = ActivationLowRankLinear(cast("torch.nn.Linear", original), pair.rank)
+                    rel_error = 0.0  # the weight is kept whole
+                else:
+                    if rel_error is None:
+                        rel_error = adapters.relative_error(weight, factors)
+                    replacement = adapters.factorized(current, original, tensor, factors, fold=fold)
                 originals.setdefault(path, original)
                 set_module(model, path, replacement)
+                tensor_method = (methods or {}).get(pair.tensor, method)
                 results.append(TensorResult(layer=pair.layer, tensor=pair.tensor, rank=pair.rank,
-                                            rel_error=float(rel_error), cached=hit))
+                                            rel_error=float(rel_error), cached=hit,
+                                            method=tensor_method, jitter=jitter))
     except BaseException:
         _restore(model, originals)
         raise
@@ -220,9 +234,10 @@ def apply(
     gamma: DecompositionConfig,
     *,
     cache: FactorCache | None = None,
-    method: str = "svd",
-    fold: bool = False,
+    method: str | None = None,
+    fold: bool | None = None,
     progress: bool = False,
+    calibration: Calibration | None = None,
 ) -> SurgeryReport:
     """Decompose the tensors γ names and swap factorized layers into the model, in place.
 
@@ -233,10 +248,14 @@ def apply(
         loaded: the model to change (its ``nn.Module`` is modified in place).
         gamma: the decomposition configuration.
         cache: where factors come from; without one every tensor is decomposed afresh.
-        method: ``"svd"`` (exact for a matrix, the default) or ``"hooi"`` (Algorithm 1).
-        fold: fold Γ into U1 (two matmuls instead of three). Faster, but the parameter
-            count is then H·r + r·W, not the paper's H·r + r² + r·W.
+        method: the method of tensors γ names none for (default ``svd``): ``svd``,
+            ``hooi`` (Algorithm 1), ``asvd``, ``svd-llm``, ``feature`` (calibrated) or
+            ``activation`` (run-time decomposition of the input; no weight changes).
+        fold: two factors (H·r + r·W parameters) instead of the paper's three
+            (H·r + r² + r·W). Keep ratios and the calibrated methods always use two.
         progress: show a progress bar naming γ and the current tensor.
+        calibration: the statistics the calibrated methods need (default
+            ``loaded.calibration``; see :func:`dse.calibration_store.load_or_collect`).
 
     Returns:
         The report: parameters before/after counted on the model, the relative error of
@@ -244,32 +263,95 @@ def apply(
 
     Raises:
         InvalidConfigError: γ or ``method`` is not valid for this model.
+        CalibrationError: a calibrated method without calibration statistics.
     """
-    _check_method(method)
+    default = method or "svd"
+    _check_method(default)
     pairs = gamma.validate_for(loaded.spec)
+    methods = {p.tensor: gamma.method_for(p.tensor, default) for p in pairs}
+    for name, tensor_method in methods.items():
+        tensor = loaded.spec.tensor(name)
+        if tensor.kind != "linear" and (tensor_method == "activation" or tensor_method in TWO_FACTOR_METHODS):
+            raise InvalidConfigError(
+                f"method {tensor_method} works on nn.Linear weights only; tensor {name!r} of "
+                f"{loaded.name} is {tensor.handling}; use svd or hooi for it"
+            )
+    calibration = calibration if calibration is not None else loaded.calibration
+    needing = sorted({m for m in methods.values() if m in TWO_FACTOR_METHODS})
+    if needing and calibration is None:
+        raise CalibrationError(
+            f"method {needing[0]} needs calibration statistics of the layer inputs; pass "
+            f"--calibration-* options or a [calibration] section (or use svd/hooi)"
+        )
+    if calibration is not None and needing and calibration.fingerprint != loaded.fingerprint:
+        raise CalibrationError("the calibration statistics belong to another model (fingerprint "
+                               f"{calibration.fingerprint[:12]}, this is {loaded.fingerprint[:12]})")
+    # γ alone decides the form, so space.metrics counts what is installed whatever the caller's
+    # default method (a calibrated default on a rank γ gets an identity core, counted as such).
+    two = bool(fold) or gamma.is_two_factor()
     fingerprint = loaded.fingerprint
 
-    def one(pair: ResolvedPair, key: str, weight: torch.Tensor) -> tuple[TuckerFactors, bool]:
-        from dse.decompose import decompose
-
-        if cache is not None:
-            return cache.factors(fingerprint, pair.layer, key, weight, pair.rank,
-                                 method=method, label=loaded.name)
-        return decompose(weight, pair.rank, method=method), False
-
-    def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, None]:
+    def obtain(
+        pair: ResolvedPair, layer: torch.nn.Module, weight: torch.Tensor
+    ) -> tuple[TuckerFactors | None, bool, None, float]:
         import torch
 
-        from dse.decompose import TuckerFactors
+        from dse.decompose import TuckerFactors, decompose
+
+        name = methods[pair.tensor]
+        if name == "activation":
+            return None, False, None, 0.0
+        if name in TWO_FACTOR_METHODS:
+            return _calibrated(loaded, cache, calibration, pair, cast("torch.nn.Linear", layer), name)
+
+        def one(key: str, matrix: torch.Tensor) -> tuple[TuckerFactors, bool]:
+            if cache is not None:
+                return cache.factors(fingerprint, pair.layer, key, matrix, pair.rank, method=name,
+                                     label=loaded.name)
+            return decompose(matrix, pair.rank, method=name), False
 
         if weight.ndim == 2:
-            return (*one(pair, pair.tensor, weight), None)
+            return (*one(pair.tensor, weight), None, 0.0)
         # Experts: each expert's matrix on its own, cached under its own key.
-        parts = [one(pair, f"{pair.tensor}.expert{e}", weight[e]) for e in range(weight.shape[0])]
+        parts = [one(f"{pair.tensor}.expert{e}", weight[e]) for e in range(weight.shape[0])]
         stacked = TuckerFactors(*(torch.stack(group) for group in zip(*(f for f, _ in parts), strict=True)))
-        return stacked, all(hit for _, hit in parts), None
+        return stacked, all(hit for _, hit in parts), None, 0.0
 
-    return _install(loaded, gamma, pairs, obtain, method=method, fold=fold, progress=progress)
+    label = next(iter(set(methods.values()))) if len(set(methods.values())) == 1 else "mixed"
+    return _install(loaded, gamma, pairs, obtain, method=label if methods else default, fold=two,
+                    progress=progress, methods=methods)
+
+
+def _calibrated(
+    loaded: LoadedModel, cache: FactorCache | None, calibration: Calibration | None,
+    pair: ResolvedPair, layer: torch.nn.Linear, method: str,
+) -> tuple[TuckerFactors, bool, None, float]:
+    """Factors of a calibrated method, through the cache keyed by the calibration."""
+    from dse.calibration import CalibrationSettings
+    from dse.methods import two_factors
+
+    assert calibration is not None
+    settings = calibration.settings or CalibrationSettings()
+    stats = calibration.stats(pair.layer, pair.tensor)
+    weight = layer.weight.detach()
+
+    def compute(rank: int) -> TwoFactors:
+        return two_factors(weight, rank, method, stats, alpha=settings.asvd_alpha, bias=layer.bias,
+                           allow_svd_fallback=settings.svd_fallback)
+
+    if cache is None:
+        two = compute(pair.rank)
+        return two.factors(pair.rank), False, None, two.jitter
+    variant = calibration.key
+    if method == "asvd":
+        variant += f"-a{settings.asvd_alpha:g}"
+    if method == "svd-llm" and settings.svd_fallback:
+        variant += "-fb"
+    factors, hit = cache.factors(loaded.fingerprint, pair.layer, pair.tensor, weight, pair.rank,
+                                 method=method, label=loaded.name, variant=variant,
+                                 compute=compute)
+    jitter = cache.last.jitter if cache.last is not None else 0.0
+    return factors, hit, None, jitter
 
 
 def install_factors(
@@ -316,12 +398,15 @@ def install_factors(
                 f"{', '.join(map(str, got))}; expected {', '.join(map(str, expected))}"
             )
 
-    def obtain(pair: ResolvedPair, weight: torch.Tensor) -> tuple[TuckerFactors, bool, float | None]:
+    def obtain(
+        pair: ResolvedPair, layer: torch.nn.Module, weight: torch.Tensor
+    ) -> tuple[TuckerFactors, bool, float | None, float]:
         key = (pair.layer, pair.tensor)
         known = rel_errors.get(key) if rel_errors is not None else None
-        return factors[key], True, None if known is None else float(known)
+        return factors[key], True, None if known is None else float(known), 0.0
 
-    return _install(loaded, gamma, pairs, obtain, method=method, fold=fold, progress=False)
+    return _install(loaded, gamma, pairs, obtain, method=method,
+                    fold=fold or gamma.is_two_factor(), progress=False)
 
 
 def _restore(model: torch.nn.Module, originals: Mapping[str, torch.nn.Module]) -> None:
@@ -364,6 +449,9 @@ def installed_factors(loaded: LoadedModel) -> dict[tuple[int, str], TuckerFactor
     for result in report.per_tensor:
         tensor = loaded.spec.tensor(result.tensor)
         path = f"{prefix}.{result.layer}.{tensor.module}"
+        if result.method == "activation":
+            raise InvalidConfigError(f"{loaded.name}: {path!r} is decomposed at run time "
+                                     f"(method activation); it holds no factors to save")
         try:
             out[(result.layer, result.tensor)] = adapters.factors_of(
                 loaded.model.get_submodule(path), tensor)
@@ -379,9 +467,10 @@ def decomposed(
     gamma: DecompositionConfig,
     *,
     cache: FactorCache | None = None,
-    method: str = "svd",
-    fold: bool = False,
+    method: str | None = None,
+    fold: bool | None = None,
     progress: bool = False,
+    calibration: Calibration | None = None,
 ) -> Iterator[SurgeryReport]:
     """Apply γ for the duration of a ``with`` block; the model leaves it original.
 
@@ -389,7 +478,8 @@ def decomposed(
     trial never leaves a decomposed model behind. A γ installed before the block is
     undone on entry and not re-installed.
     """
-    report = apply(loaded, gamma, cache=cache, method=method, fold=fold, progress=progress)
+    report = apply(loaded, gamma, cache=cache, method=method, fold=fold, progress=progress,
+                   calibration=calibration)
     try:
         yield report
     finally:

@@ -8,14 +8,41 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal, NamedTuple, TypedDict
+import math
+from typing import Any, Literal, NamedTuple, TypedDict
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from space.errors import InvalidConfigError
 from space.spec import ModelSpec
 
-__all__ = ["DecompositionConfig", "ResolvedPair", "parse_int_list", "parse_tensor_list"]
+__all__ = [
+    "DecompositionConfig",
+    "ResolvedPair",
+    "KEEP_CONVENTION",
+    "METHOD_NAMES",
+    "TWO_FACTOR_METHODS",
+    "rank_for_keep",
+    "parse_int_list",
+    "parse_tensor_list",
+]
+
+#: Every decomposition method γ may name (the engine registers their algorithms).
+METHOD_NAMES = ("svd", "hooi", "asvd", "svd-llm", "feature", "activation")
+#: Methods whose factors are two matrices (U_kΣ_k, V_kᵀ): a Tucker core would be the identity.
+TWO_FACTOR_METHODS = frozenset({"asvd", "svd-llm", "feature"})
+#: How a keep ratio becomes a rank; printed wherever a keep ratio is shown.
+KEEP_CONVENTION = "kept-parameter ratio: rank = floor(keep*H*W/(H+W)), not a fraction of singular values"
+
+
+def rank_for_keep(height: int, width: int, keep: float) -> int:
+    """The rank at which two factors (H·r + r·W) keep ``keep`` of an H×W weight's parameters.
+
+    The convention of SVD-LLM and ASVD: r = ⌊keep·H·W/(H+W)⌋, at least 1.
+    """
+    if not 0.0 < keep <= 1.0:
+        raise InvalidConfigError(f"keep must be in (0, 1] (a {KEEP_CONVENTION}), got {keep}")
+    return max(1, math.floor(keep * height * width / (height + width) + 1e-9))
 
 
 class ResolvedPair(NamedTuple):
@@ -30,12 +57,21 @@ def _pair_key(layer: int, tensor: str) -> str:
     return f"{layer}:{tensor}"
 
 
-class CanonicalForm(TypedDict):
+class _CanonicalCore(TypedDict):
     """γ's unique JSON form: sorted layers, tensors in spec order, one rank or a rank per pair."""
 
     layers: list[int]
     tensors: list[str]
     rank: int | dict[str, int] | None
+
+
+class CanonicalForm(_CanonicalCore, total=False):
+    """The keys below appear only when set, so every γ of the paper's space keeps its hash."""
+
+    keep: float
+    method: str
+    methods: dict[str, str]
+    two_factor: bool
 
 
 class DecompositionConfig(BaseModel):
@@ -61,6 +97,10 @@ class DecompositionConfig(BaseModel):
     tensors: tuple[str, ...] | Literal["all"] = "all"
     rank: int | None = 1
     ranks: dict[str, int] | None = None
+    keep: float | None = None
+    method: str | None = None
+    methods: dict[str, str] | None = None
+    two_factor: bool | None = None
 
     @field_validator("layers")
     @classmethod
@@ -85,9 +125,36 @@ class DecompositionConfig(BaseModel):
             raise ValueError("'all' cannot be combined with other tensor names")
         return tensors
 
+    @field_validator("keep")
+    @classmethod
+    def _keep_range(cls, keep: float | None) -> float | None:
+        if keep is not None and not 0.0 < keep <= 1.0:
+            raise ValueError(f"keep must be in (0, 1] (a {KEEP_CONVENTION}), got {keep}")
+        return keep
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str | None) -> str | None:
+        if method is not None and method not in METHOD_NAMES:
+            raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHOD_NAMES)}")
+        return method
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: dict[str, str] | None) -> dict[str, str] | None:
+        for tensor, method in (methods or {}).items():
+            if method not in METHOD_NAMES:
+                raise ValueError(f"unknown method {method!r} for tensor {tensor!r}; "
+                                 f"allowed: {', '.join(METHOD_NAMES)}")
+        return methods or None
+
     @model_validator(mode="after")
     def _one_rank_form(self) -> DecompositionConfig:
-        if self.ranks is not None:
+        if self.keep is not None:
+            if self.ranks is not None or self.rank not in (None, 1):
+                raise ValueError("give either keep (a kept-parameter ratio) or a rank, not both")
+            object.__setattr__(self, "rank", None)
+        elif self.ranks is not None:
             if self.rank not in (None, 1) and self.rank is not None:
                 raise ValueError("give either rank (one for all) or ranks (per pair), not both")
             object.__setattr__(self, "rank", None)
@@ -95,7 +162,7 @@ class DecompositionConfig(BaseModel):
                 if value < 1:
                     raise ValueError(f"rank of {key} must be at least 1, got {value}")
         elif self.rank is None:
-            raise ValueError("a rank is required (one for all, or ranks per layer:tensor)")
+            raise ValueError("a rank or keep ratio is required (one for all, or ranks per layer:tensor)")
         elif self.rank < 1:
             raise ValueError(f"rank must be at least 1, got {self.rank}")
         if self.layers and self.tensors != "all" and not self.tensors:
@@ -116,6 +183,24 @@ class DecompositionConfig(BaseModel):
     def is_identity(self) -> bool:
         """True for the original, undecomposed model (Def. 2 with empty sets)."""
         return not self.layers
+
+    def method_for(self, tensor: str, default: str = "svd") -> str:
+        """The method that decomposes ``tensor``: per tensor type, else γ's, else ``default``."""
+        if self.methods and tensor in self.methods:
+            return self.methods[tensor]
+        return self.method or default
+
+    def is_two_factor(self, default_method: str = "svd") -> bool:
+        """Whether factors are installed as two matrices (H·r + r·W parameters).
+
+        Explicit ``two_factor`` wins; otherwise keep ratios and the data-aware methods use
+        two factors (their Tucker core would be the identity), and svd/hooi ranks keep the
+        paper's three (H·r + r² + r·W).
+        """
+        if self.two_factor is not None:
+            return self.two_factor
+        methods = {self.method or default_method, *(self.methods or {}).values()}
+        return self.keep is not None or bool(methods & TWO_FACTOR_METHODS)
 
     def validate_for(self, spec: ModelSpec) -> list[ResolvedPair]:
         """Check Def. 2, Def. 3 and Prop. 1 against ``spec``; return PR as (l, k, p) triples.
@@ -145,9 +230,18 @@ class DecompositionConfig(BaseModel):
                     "ranks must cover exactly the decomposed (layer, tensor) pairs (Prop. 1): "
                     + "; ".join(parts)
                 )
+        for name in self.methods or {}:
+            spec.tensor(name)  # raises with the allowed names
         pairs = []
         for layer, name in wanted:
-            rank = self.ranks[_pair_key(layer, name)] if self.ranks is not None else self.rank
+            rank: int | None
+            if self.keep is not None:
+                shape = spec.tensor(name)
+                rank = rank_for_keep(shape.out_features, shape.in_features, self.keep)
+            elif self.ranks is not None:
+                rank = self.ranks[_pair_key(layer, name)]
+            else:
+                rank = self.rank
             assert rank is not None
             limit = spec.tensor(name).rank
             if not 1 <= rank <= limit:
@@ -167,17 +261,47 @@ class DecompositionConfig(BaseModel):
         ranks = {p.rank for p in pairs}
         rank: int | dict[str, int]
         rank = ranks.pop() if len(ranks) == 1 else {_pair_key(p.layer, p.tensor): p.rank for p in pairs}
-        return {"layers": list(self.layers), "tensors": list(self.tensor_names(spec)), "rank": rank}
+        form: CanonicalForm = {"layers": list(self.layers),
+                               "tensors": list(self.tensor_names(spec)), "rank": rank}
+        # Added only when set, so every γ of the paper's space keeps its hash.
+        if self.keep is not None:
+            form["keep"] = self.keep
+        names = form["tensors"]
+        methods = {n: self.method_for(n, "") for n in names}
+        if any(methods.values()):
+            distinct = set(methods.values())
+            if len(distinct) == 1 and "" not in distinct:
+                form["method"] = distinct.pop()
+            else:
+                form["methods"] = {n: m for n, m in methods.items() if m}
+        used = set(methods.values()) - {""}
+        automatic = self.keep is not None or bool(used & TWO_FACTOR_METHODS)
+        two = self.two_factor if self.two_factor is not None else automatic
+        if two or automatic:
+            form["two_factor"] = two
+        return form
 
     def canonicalize(self, spec: ModelSpec) -> DecompositionConfig:
         """The equivalent γ in canonical form (a new object)."""
-        form = self.canonical(spec)
-        layers, tensors, rank = tuple(form["layers"]), tuple(form["tensors"]), form["rank"]
-        if isinstance(rank, dict):
-            return DecompositionConfig(layers=layers, tensors=tensors, rank=None, ranks=rank)
-        if not layers or rank is None:
-            return DecompositionConfig()
-        return DecompositionConfig(layers=layers, tensors=tensors, rank=rank)
+        return DecompositionConfig.from_canonical(self.canonical(spec))
+
+    @classmethod
+    def from_canonical(cls, form: CanonicalForm | dict[str, object]) -> DecompositionConfig:
+        """Rebuild γ from :meth:`canonical` output (e.g. read back from JSON)."""
+        layers = tuple(int(x) for x in form.get("layers") or ())  # type: ignore[attr-defined]
+        if not layers:
+            return cls()
+        data: dict[str, Any] = {"layers": layers, "tensors": tuple(form["tensors"]),  # type: ignore[arg-type]
+                                "rank": None}
+        data |= {key: form[key] for key in ("method", "methods", "two_factor") if key in form}
+        rank: Any = form["rank"]
+        if form.get("keep") is not None:
+            data["keep"] = form["keep"]
+        elif isinstance(rank, dict):
+            data["ranks"] = {str(k): int(v) for k, v in rank.items()}
+        else:
+            data["rank"] = int(rank)
+        return cls(**data)
 
     def hash(self, spec: ModelSpec) -> str:
         """A stable 16-hex-digit hash: the same γ written two ways hashes the same."""
@@ -193,8 +317,15 @@ class DecompositionConfig(BaseModel):
         tensor_label = "all" if list(tensors) == list(spec.tensor_names) else ",".join(tensors)
         rank = form["rank"]
         rank_label = f"r={rank}" if isinstance(rank, int) else "r=mixed"
+        if "keep" in form:
+            rank_label = f"keep={form['keep']:g}"
         layers = ",".join(str(x) for x in form["layers"])
-        return f"L[{layers}] {tensor_label} {rank_label}"
+        label = f"L[{layers}] {tensor_label} {rank_label}"
+        if "method" in form:
+            label += f" {form['method']}"
+        elif "methods" in form:
+            label += " " + ",".join(f"{t}:{m}" for t, m in form["methods"].items())
+        return label
 
 
 def parse_int_list(text: str, what: str = "layers") -> tuple[int, ...]:

@@ -32,3 +32,7 @@ class DataError(DseError):
 
 class StorageError(DseError):
     """A storage URL, database or cache is unreachable, unwritable or malformed."""
+
+
+class CalibrationError(DseError):
+    """Calibration data or statistics cannot serve a data-aware method."""

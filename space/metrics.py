@@ -28,9 +28,14 @@ __all__ = [
 ]
 
 
-def factored_params(height: int, width: int, rank: int) -> int:
-    """Parameters of an H×W weight after Tucker-2 at rank PR: H·PR + PR² + PR·W."""
-    return height * rank + rank * rank + rank * width
+def factored_params(height: int, width: int, rank: int, *, two_factor: bool = False) -> int:
+    """Parameters of an H×W weight after Tucker-2 at rank PR: H·PR + PR² + PR·W.
+
+    With ``two_factor`` (U_kΣ_k and V_kᵀ, the form of keep ratios and the data-aware
+    methods) the core is absent: H·PR + PR·W.
+    """
+    core = 0 if two_factor else rank * rank
+    return height * rank + core + rank * width
 
 
 def compression_ratio(height: int, width: int, rank: int) -> float:
@@ -102,11 +107,15 @@ def parameter_report(spec: ModelSpec, gamma: DecompositionConfig) -> ParameterRe
         InvalidConfigError: γ is not valid for ``spec`` (see ``validate_for``).
     """
     entries = []
+    two_factor = gamma.is_two_factor()
     for pair in gamma.validate_for(spec):
         tensor = spec.tensor(pair.tensor)
         height, width = tensor.shape
         before = tensor.params
-        after = tensor.factored_params(pair.rank)  # every expert's matrix of an MoE tensor
+        if gamma.method_for(pair.tensor) == "activation":
+            after = before  # run-time decomposition of the input: the weight stays whole
+        else:  # every expert's matrix of an MoE tensor
+            after = tensor.factored_params(pair.rank, two_factor=two_factor)
         entries.append(
             TensorReport(
                 layer=pair.layer,

@@ -83,9 +83,13 @@ class TensorSpec(BaseModel):
         """Weight parameters of this tensor in one layer (every expert's matrix)."""
         return self.experts * self.out_features * self.in_features
 
-    def factored_params(self, rank: int) -> int:
-        """Parameters after Tucker-2 at ``rank``: for each expert, H·r + r² + r·W."""
-        return self.experts * (self.out_features * rank + rank * rank + rank * self.in_features)
+    def factored_params(self, rank: int, *, two_factor: bool = False) -> int:
+        """Parameters after Tucker-2 at ``rank``: for each expert, H·r + r² + r·W.
+
+        ``two_factor`` (keep ratios, data-aware methods) drops the r² core.
+        """
+        core = 0 if two_factor else rank * rank
+        return self.experts * (self.out_features * rank + core + rank * self.in_features)
 
 
 class ModelSpec(BaseModel):

@@ -104,8 +104,8 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
 def gamma_options(func: F) -> F:
     """The options that describe γ: --layers, --tensors, --rank."""
     func = click.option(
-        "--rank", type=int, default=1, show_default=True,
-        help="Pruned rank PR for every decomposed tensor (1 ≤ PR ≤ min(H, W)).",
+        "--rank", type=int, default=None,
+        help="Pruned rank PR for every decomposed tensor (1 ≤ PR ≤ min(H, W))  [default: 1].",
     )(func)
     func = click.option(
         "--tensors", default="all", show_default=True,
@@ -113,16 +113,17 @@ def gamma_options(func: F) -> F:
     )(func)
     func = click.option(
         "--layers", default="", show_default=False,
-        help="Decomposed layers, 0-based (the paper's tables are 1-based): e.g. 2,17,29 or 2-5.",
+        help="Decomposed layers, 0-based (the paper's tables are 1-based): e.g. 2,17,29, 2-5 or all.",
     )(func)
     return func
 
 
-def gamma_from_options(layers: str, tensors: str, rank: int) -> Any:
+def gamma_from_options(layers: str, tensors: str, rank: int | None) -> Any:
     """Build γ from the CLI strings; malformed lists raise one-line errors."""
     from space.config import DecompositionConfig, parse_int_list, parse_tensor_list
     from space.errors import InvalidConfigError
 
+    rank = 1 if rank is None else rank
     if rank < 1:
         raise InvalidConfigError(f"--rank must be at least 1, got {rank}")
     return DecompositionConfig(

@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from dse.cli._common import emit_json, gamma_from_options, gamma_options, print_table
+from dse.cli._common import emit_json, gamma_options, print_table
+from dse.cli._methods import (
+    KEEP_CONVENTION,
+    calibration_from_options,
+    gamma_for,
+    keep_options,
+    method_options,
+    prepare_calibration,
+)
 
 __all__ = ["evaluate"]
 
@@ -33,7 +41,8 @@ def _pct(value: float | None, digits: int = 2) -> str:
 @click.option("--prefill", type=int, default=128, show_default=True, help="Workload prefill tokens.")
 @click.option("--decode", type=int, default=32, show_default=True, help="Workload decode steps.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Workload repeats.")
-@click.option("--method", type=click.Choice(["svd", "hooi"]), default="svd", show_default=True)
+@keep_options
+@method_options
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16 or float16.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
@@ -44,10 +53,12 @@ def _pct(value: float | None, digits: int = 2) -> str:
 @click.option("--log-samples", is_flag=True, help="With --output-path: also lm-eval's per-document samples files.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(
-    model: str, layers: str, tensors: str, rank: int, task_list: str, limit: int,
+    model: str, layers: str, tensors: str, rank: int | None, keep: float | None, task_list: str,
+    limit: int,
     batch_size: int, data_dir: str | None, perplexity: bool, ppl_tokens: int, latency: bool,
     energy: bool, prefill: int, decode: int, repeats: int, method: str, device: str, dtype: str,
     cache_dir: str | None, output_path: str | None, log_samples: bool, as_json: bool,
+    **calibration_options: Any,
 ) -> None:
     """Measure MODEL decomposed by a γ against the undecomposed MODEL.
 
@@ -68,7 +79,8 @@ def evaluate(
         raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
     if log_samples and output_path is None:
         raise InvalidConfigError("--log-samples writes lm-eval's samples files; give --output-path DIR too")
-    gamma = gamma_from_options(layers, tensors, rank)
+    calibration = calibration_from_options(calibration_options)
+    gamma = gamma_for(layers, tensors, rank, keep, n_layers=1, method=method)  # checks the options early
     from objectives.tasks import task_list as parse_tasks
 
     tasks = parse_tasks(task_list)
@@ -93,12 +105,15 @@ def evaluate(
     AccuracyObjective(tasks, limit=limit, batch_size=batch_size, data_dir=data_dir)
 
     loaded = load_model(model, device=device, dtype=dtype)
+    if saved is None:
+        gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers, method=method)
     gamma.validate_for(loaded.spec)
     if saved is not None and loaded.fingerprint != saved.base.fingerprint:
         from space.errors import DataError
 
         raise DataError(f"{model} now has fingerprint {loaded.fingerprint}, but the saved model was "
                         f"decomposed from {saved.base.fingerprint}; decompose it again")
+    prepare_calibration(loaded, gamma, method, calibration, cache_dir=cache_dir, progress=not as_json)
     evaluator = Evaluator(loaded, settings, progress=not as_json)
     store = BaselineStore()
     baseline = store.get(loaded.fingerprint, settings.accuracy_key())
@@ -141,6 +156,8 @@ def evaluate(
         "params_before": record.params_before,
         "param_reduction_pct": record.param_reduction_pct,
         "max_rel_error": record.max_rel_error,
+        "method": method,
+        "rank_convention": KEEP_CONVENTION if keep is not None else "absolute rank per tensor",
         **ppl,
     }
     if lm_eval_files:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dse.calibration import CalibrationSettings
 from objectives.workload import Workload
 from space.errors import DataError, InvalidConfigError
 
@@ -63,7 +64,7 @@ class EvaluationSection(BaseModel):
     batch_size: int = Field(default=16, ge=1)
     data_dir: str | None = Field(default=None, description="Benchmark data; default $DSE_DATA_DIR or ../shared/data.")
     aggregate: Literal["mean", "max", "weighted"] = "mean"
-    method: Literal["svd", "hooi"] = "svd"
+    method: Literal["svd", "hooi", "asvd", "svd-llm", "feature", "activation"] = "svd"
     chunk_size: int | None = Field(
         default=None, ge=1,
         description="Documents per task per chunk for the early stop of hopeless trials; None disables it.",
@@ -102,6 +103,23 @@ class SearchSection(BaseModel):
         description="How many of the paper's Table IV configurations (scaled to the model's depth) to enqueue first.",
     )
     n_startup_trials: int | None = Field(default=None, ge=1, description="Random trials before the sampler models.")
+    # The keep-ratio encodings (ratios, profile): what they search.
+    methods: tuple[str, ...] | None = Field(
+        default=None, description="Methods a keep-ratio encoding chooses among (default: evaluation.method).",
+    )
+    keep_min: float = Field(default=0.5, gt=0.0, lt=1.0, description="Smallest kept-parameter ratio searched.")
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from space.config import METHOD_NAMES
+
+        for name in value or ():
+            if name not in METHOD_NAMES:
+                raise ValueError(f"unknown method {name!r}; allowed: {', '.join(METHOD_NAMES)}")
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError(f"search.methods must list distinct methods, got {list(value)}")
+        return value
 
     @field_validator("encoding")
     @classmethod
@@ -165,6 +183,13 @@ class StudyDefinition(BaseModel):
     evaluation: EvaluationSection = EvaluationSection()
     search: SearchSection = SearchSection()
     workload: Workload = Workload()
+    calibration: CalibrationSettings | None = Field(
+        default=None, description="Calibration of asvd, svd-llm and feature (default settings when they are used).",
+    )
+    min_param_reduction_pct: float | None = Field(
+        default=None, gt=0.0, lt=100.0,
+        description="Parameter budget: γ removing fewer % of the model's parameters are rejected unmeasured.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -213,7 +238,23 @@ class StudyDefinition(BaseModel):
         for flag in goal.needs:
             if not getattr(self.evaluation, flag):
                 raise ValueError(f"objective {self.objective!r} needs evaluation.{flag} = true")
+        if goal.name == "budget" and self.min_param_reduction_pct is None:
+            raise ValueError("objective 'budget' needs min_param_reduction_pct = P (at least P % fewer parameters)")
         return self
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Every method a trial of this study may use."""
+        return tuple(dict.fromkeys((self.evaluation.method, *(self.search.methods or ()))))
+
+    @property
+    def calibration_settings(self) -> CalibrationSettings | None:
+        """The calibration the study's methods need (None when none needs one)."""
+        from space.config import TWO_FACTOR_METHODS
+
+        if not set(self.methods) & TWO_FACTOR_METHODS:
+            return None
+        return self.calibration or CalibrationSettings()
 
     # ---- derived ----------------------------------------------------------------------
 
@@ -227,7 +268,15 @@ class StudyDefinition(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What a study *is*: everything but the run budget, storage and liveness settings."""
-        return self.model_dump(mode="json", exclude=set(BUDGET_FIELDS))
+        data = self.model_dump(mode="json", exclude=set(BUDGET_FIELDS))
+        # Settings added later are left out at their defaults, so a stored study still matches.
+        for key in ("calibration", "min_param_reduction_pct"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        for key, default in (("methods", None), ("keep_min", 0.5)):
+            if data["search"].get(key) == default:
+                data["search"].pop(key, None)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

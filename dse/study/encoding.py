@@ -106,6 +106,10 @@ class SearchSpace:
     ranks: tuple[int, ...]
     min_layers: int
     max_layers: int
+    methods: tuple[str, ...] = ()  # searched by the keep-ratio encodings
+    keep_min: float = 0.5
+    min_reduction_pct: float | None = None  # the parameter budget (γ below it are rejected)
+    model: str = ""  # what the spectrum encoding reads weights from
 
     @property
     def tensor_labels(self) -> tuple[str, ...]:
@@ -134,6 +138,10 @@ def build_search_space(
     min_layers: int = 1,
     max_layers: int | None = None,
     max_rank: int | None = None,
+    methods: Sequence[str] = ("svd",),
+    keep_min: float = 0.5,
+    min_reduction_pct: float | None = None,
+    model: str = "",
 ) -> SearchSpace:
     """Apply the rules and a study's bounds (its ``search`` section) to ``spec``.
 
@@ -144,6 +152,10 @@ def build_search_space(
         max_layers: the most (``search.max_layers``; None: as many as the rules allow).
         max_rank: the largest rank searched (``search.max_rank``; None: the largest that
             still compresses, or the rank-one rule's value).
+        methods: what the keep-ratio encodings choose among (``search.methods``).
+        keep_min: their smallest kept-parameter ratio (``search.keep_min``).
+        min_reduction_pct: the parameter budget; γ below it are rejected unmeasured.
+        model: the model the spectrum encoding reads weights from.
 
     Raises:
         InvalidConfigError: the rules (or the layer bounds) leave nothing to search; the
@@ -180,7 +192,9 @@ def build_search_space(
             f"{' with '.join(labels) or 'the model'} leave at most {most} decomposable layer(s) in {spec.name}"
         )
     return SearchSpace(spec=spec, rules=rules, layers=layers, min_gap=gap, tensor_sets=tensor_sets,
-                       ranks=ranks, min_layers=min_layers, max_layers=max_layers)
+                       ranks=ranks, min_layers=min_layers, max_layers=max_layers,
+                       methods=tuple(methods), keep_min=keep_min,
+                       min_reduction_pct=min_reduction_pct, model=model)
 
 
 def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
@@ -194,6 +208,15 @@ def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
     verdict = space.rules.allows(space.spec, gamma)
     if not verdict.allowed:
         return verdict.reason
+    if space.min_reduction_pct is not None:
+        from space.metrics import parameter_report
+
+        reduction = parameter_report(space.spec, gamma).param_reduction_pct
+        if reduction < space.min_reduction_pct:
+            return (f"removes {reduction:.2f} % of the parameters, below the budget of "
+                    f"{space.min_reduction_pct:g} % (min_param_reduction_pct)")
+    if gamma.is_two_factor():
+        return None  # keep-ratio γ: per-tensor ranks, all layers the rules allow
     n = len(gamma.layers)
     if not space.min_layers <= n <= space.max_layers:
         return f"{n} decomposed layers, outside search.min_layers..max_layers = {space.min_layers}..{space.max_layers}"
@@ -438,6 +461,10 @@ for _cls in (FullEncoding, GapsEncoding, SpacingEncoding):
 def make_encoding(name: str, space: SearchSpace) -> Encoding:
     """The encoding registered as ``name`` over ``space`` (unknown names list the known ones)."""
     return ENCODINGS.get(name)(space)
+
+
+# The keep-ratio encodings (ratios, profile, spectrum) register themselves on import.
+from dse.study import encoding_ratios as _encoding_ratios  # noqa: E402, F401
 
 
 @dataclass(frozen=True)

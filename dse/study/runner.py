@@ -101,7 +101,19 @@ def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
         aggregate=ev.aggregate, workload=definition.workload, measure_latency=ev.measure_latency,
         measure_energy=ev.measure_energy, measure_memory=ev.measure_memory, chunk_size=ev.chunk_size,
         confidence=ev.confidence, method=ev.method, device=definition.device,
+        calibration=calibration_key(definition),
     )
+
+
+def calibration_key(definition: StudyDefinition) -> str | None:
+    """What the calibrated methods' factors depend on besides the model (keys the memo)."""
+    settings = definition.calibration_settings
+    if settings is None:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256(settings.source_path().read_bytes()).hexdigest()[:16]
+    return f"{digest}/{settings.model_dump_json()}"
 
 
 def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = True) -> Evaluator:
@@ -110,6 +122,14 @@ def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = T
     from dse.models import load_model
 
     loaded = load_model(definition.model, device=definition.device, dtype=definition.dtype)
+    calibration = definition.calibration_settings
+    if calibration is not None:  # once per (model, settings), shared by every worker
+        from dse.calibration_store import load_or_collect
+
+        loaded.calibration, _ = load_or_collect(loaded, calibration, progress=progress)
+    from dse.study.spectra import register
+
+    register(loaded)  # the spectrum encoding reads this model's weights, not a second copy
     return Evaluator(loaded, measurement_settings(definition), progress=progress)
 
 
@@ -178,13 +198,20 @@ def check_definition(definition: StudyDefinition) -> tuple[ModelSpec, SearchSpac
     from space.presets import load_spec
 
     spec = load_spec(definition.model)
-    search = definition.search
-    space = build_search_space(spec, definition.rules, min_layers=search.min_layers,
-                               max_layers=search.max_layers, max_rank=search.max_rank)
+    space = search_space_for(spec, definition)
     ev = definition.evaluation
     AccuracyObjective(ev.tasks, limit=ev.limit, batch_size=ev.batch_size, data_dir=ev.data_dir, show_progress=False)
     check_device(definition.device)
     return spec, space, make_encoding(definition.search.encoding, space)
+
+
+def search_space_for(spec: ModelSpec, definition: StudyDefinition) -> SearchSpace:
+    """The search space a definition's rules, bounds, methods and budget leave in ``spec``."""
+    search = definition.search
+    return build_search_space(
+        spec, definition.rules, min_layers=search.min_layers, max_layers=search.max_layers,
+        max_rank=search.max_rank, methods=definition.methods, keep_min=search.keep_min,
+        min_reduction_pct=definition.min_param_reduction_pct, model=definition.model)
 
 
 def prepare(definition: StudyDefinition, *, force: bool = False, resume_only: bool = False,

@@ -157,7 +157,7 @@ def test_invalid_gamma_raises_before_touching_the_model(
 
 
 def test_unknown_method_raises(tiny: LoadedModel) -> None:
-    with pytest.raises(InvalidConfigError, match="allowed: hooi, svd"):
+    with pytest.raises(InvalidConfigError, match="allowed: activation, asvd, feature, hooi, svd, svd-llm"):
         surgery.apply(tiny, DecompositionConfig(layers=(1,), rank=1), method="qr")
     assert surgery.current(tiny) is None
 
