@@ -30,7 +30,7 @@ from dse.saving import load_decomposed, save_decomposed
 from dse.study.api import load_study
 from space.config import DecompositionConfig
 from space.counting import space_size
-from space.errors import DseError
+from space.errors import DseError, InvalidConfigError
 from space.families import FAMILIES, family_for_model_type
 from space.metrics import parameter_report
 from space.presets import load_spec
@@ -117,6 +117,15 @@ class TestFamilyConformance:
         assert all(torch.equal(after_state[k], before_state[k]) for k in before_state)
         assert torch.equal(logits(loaded), before_logits)
 
+    def test_keep_ratio_two_factor_form_counts_exactly(
+        self, family_dirs: dict[str, Path], family: str
+    ) -> None:
+        loaded = loaded_model(family_dirs, family)
+        gamma = DecompositionConfig(layers=(0,), tensors="all", rank=None, keep=0.5)
+        predicted = parameter_report(loaded.spec, gamma)
+        with surgery.decomposed(loaded, gamma) as report:
+            assert report.params_after == predicted.params_after == surgery.count_parameters(loaded.model)
+
     def test_full_rank_matches_the_dense_forward(self, family_dirs: dict[str, Path], family: str) -> None:
         loaded = loaded_model(family_dirs, family)
         spec = loaded.spec
@@ -198,3 +207,14 @@ class TestEndToEnd:
             gamma = DecompositionConfig(**{k: attrs["gamma"][k] for k in ("layers", "tensors", "rank")})
             assert attrs["params"] == parameter_report(spec, gamma).params_after
             assert attrs["per_task"]["dse_arc_easy"]["n_docs"] == 4
+
+
+@pytest.mark.parametrize(("family", "tensor"), [("gpt2", "up"), ("mixtral", "down")])
+def test_calibrated_methods_refuse_conv1d_and_expert_tensors(
+    family_dirs: dict[str, Path], family: str, tensor: str
+) -> None:
+    loaded = loaded_model(family_dirs, family)
+    gamma = DecompositionConfig(layers=(0,), tensors=(tensor,), rank=1, method="svd-llm")
+    with pytest.raises(InvalidConfigError, match=f"method svd-llm works on nn.Linear weights only; tensor '{tensor}'"):
+        surgery.apply(loaded, gamma)
+    assert not loaded.originals
