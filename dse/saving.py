@@ -13,6 +13,7 @@ computed from, and installs the factors without decomposing anything.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,10 +171,14 @@ def _write(loaded: LoadedModel, report: SurgeryReport, out: Path) -> Path:
         fold=report.fold,
         report=report.model_dump(mode="json"),
     )
-    from dse.export import export_hf
+    from dse.export.hf import export_hf, not_exportable
 
     # The Hugging Face files first (AutoModelForCausalLM + trust_remote_code, lm-eval's hf model).
-    export_hf(loaded, out)
+    reason = not_exportable(loaded)
+    if reason is None:
+        export_hf(loaded, out)
+    else:
+        logging.getLogger("dse").warning("note: %s; %s holds lowrank-dse's own format only", reason, out)
     pid = os.getpid()
     try:
         tmp_factors = out / f"{FACTORS}.tmp{pid}"

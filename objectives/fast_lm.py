@@ -35,9 +35,10 @@ from objectives.fast_lm_prefix import PrefixStore, PrefixView
 
 __all__ = ["DEFAULT_TOKEN_BUDGET", "SUPPORTED_MODEL_TYPES", "fast_lm_class", "supports"]
 
-# Tokens (rows × padded row length) per forward. Measured on 2 CPU cores with SmolLM2-135M
-# (benchmarks/bench_trial.py --budgets): flat between ~1k and ~4k.
-DEFAULT_TOKEN_BUDGET = 2048
+# Tokens (rows × padded row length) per forward. On this project's 2-core CPU with SmolLM2-135M,
+# `benchmarks/bench_trial.py --limit 10 --threads 1 --budgets 512,1024` took 8.5 and 10.2 CPU
+# seconds: smaller batches stay in cache. Larger budgets were not measured (docs/performance.md).
+DEFAULT_TOKEN_BUDGET = 512
 SUPPORTED_MODEL_TYPES = frozenset({"llama"})
 _ATTENTION = frozenset({"sdpa", "eager"})
 
@@ -214,9 +215,9 @@ def fast_lm_class() -> type:
                     results[index] = answer
             if rows:
                 self._score_rows(rows, results)
-            for request, answer in zip(requests, results, strict=True):
-                if request[0] is not None:
-                    self.cache_hook.add_partial("loglikelihood", request[0], answer)
+            for index in sorted(set(range(len(requests))) - set(fallback)):  # HFLM noted its own
+                if requests[index][0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", requests[index][0], results[index])
             return [answer for answer in results if answer is not None]
 
         def _score_rows(self, rows: list[_Row], results: list[tuple[float, bool] | None]) -> None:

@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("dse.cli.cache_cmd:cache", "Inspect or clear the factor cache."),
     "evaluate": ("dse.cli.evaluate_cmd:evaluate", "Measure accuracy, perplexity, latency and energy of a γ."),
     "study": ("dse.cli.study_cmd:study", "Run, resume and query design-space studies."),
+    "characterize": ("dse.cli.characterize_cmd:characterize", "Measure the paper's sweeps (Figs. 5-11) on a model."),
 }
 
 

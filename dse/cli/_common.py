@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
+from space.quiet import library_warnings_once
+
 __all__ = ["SCHEMA_VERSION", "json_payload", "emit_json", "library_warnings_once", "print_table",
             "gamma_options", "gamma_from_options", "console", "json_option"]
 
@@ -50,34 +52,6 @@ def json_option(func: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON object on stdout (with schema_version)."
     )(func)
-
-
-_SEEN_WARNINGS: set[tuple[str, str]] = set()
-
-
-def _show_once(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-               file: Any = None, line: str | None = None) -> None:
-    """``warnings.showwarning`` that prints each (category, message) once, on one line."""
-    text = str(message).strip()
-    key = (category.__name__, text)
-    if key in _SEEN_WARNINGS:
-        return
-    _SEEN_WARNINGS.add(key)
-    first = text.splitlines()[0] if text else ""
-    (file or sys.stderr).write(f"warning: {filename}:{lineno}: {category.__name__}: {first}\n")
-
-
-def library_warnings_once() -> None:
-    """Show each warning (transformers' and torch's deprecations, …) once per process, on one line.
-
-    Python's own ``once`` action does not hold: every ``warnings.catch_warnings()``
-    block (lm-eval, torch and transformers open them per call) clears the registry
-    of warnings already shown, so the same FutureWarning came back on every trial.
-    Deduplication therefore happens where warnings are printed.
-    """
-    import warnings
-
-    warnings.showwarning = _show_once
 
 
 def console() -> Any:

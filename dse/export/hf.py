@@ -26,7 +26,7 @@ from space.errors import DseError, InvalidConfigError, StorageError
 if TYPE_CHECKING:
     from dse.models import LoadedModel
 
-__all__ = ["HF_MODELING_FILE", "CONFIG_KEY", "export_hf", "is_hf_export", "refuse_plain_save"]
+__all__ = ["HF_MODELING_FILE", "CONFIG_KEY", "export_hf", "is_hf_export", "not_exportable", "refuse_plain_save"]
 
 HF_MODELING_FILE = "modeling_lowrank_dse.py"
 CONFIG_KEY = "lowrank_dse"
@@ -56,6 +56,22 @@ def _modeling_source(base_class: str, config_class: str) -> str:
     return source
 
 
+def not_exportable(loaded: LoadedModel) -> str | None:
+    """Why the installed γ cannot be written as a Hugging Face model, or None when it can.
+
+    The shipped modeling file knows :class:`dse.layers.FactorizedLinear` (three factors,
+    or two when folded); a method that installs other modules (``activation``) is refused.
+    """
+    from dse.layers import FactorizedLinear
+
+    for path in loaded.originals:
+        module = loaded.model.get_submodule(path)
+        if not isinstance(module, FactorizedLinear):
+            return (f"{type(module).__name__} layers cannot be written as a Hugging Face model yet "
+                    f"(only factorized linears can)")
+    return None
+
+
 def export_hf(loaded: LoadedModel, out_dir: str | os.PathLike[str]) -> Path:
     """Write the decomposed model installed on ``loaded`` as a remote-code HF directory.
 
@@ -76,6 +92,9 @@ def export_hf(loaded: LoadedModel, out_dir: str | os.PathLike[str]) -> Path:
     report = surgery.current(loaded)
     if report is None:
         raise InvalidConfigError(f"{loaded.name} is not decomposed: there is nothing to export beside it")
+    reason = not_exportable(loaded)
+    if reason is not None:
+        raise InvalidConfigError(f"method {report.method!r}: {reason}")
     model = loaded.model
     base_class = type(model).__name__
     config_class = type(model.config).__name__

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dse.study.api import StudyHandle, list_studies, load_study, resume_study, run_study
     from dse.study.definition import EvaluationSection, SearchSection, StudyDefinition, load_definition
-    from dse.study.encoding import ENCODINGS, SearchSpace, build_search_space, make_encoding
+    from dse.study.encoding import ENCODINGS, make_encoding
     from dse.study.goals import GOALS, Goal
     from dse.study.samplers import SAMPLERS
+    from dse.study.search_space import SearchSpace, build_search_space
 
 __all__ = [
     "StudyHandle",
@@ -47,8 +48,8 @@ _LAZY = {
     "SearchSection": "dse.study.definition",
     "load_definition": "dse.study.definition",
     "ENCODINGS": "dse.study.encoding",
-    "SearchSpace": "dse.study.encoding",
-    "build_search_space": "dse.study.encoding",
+    "SearchSpace": "dse.study.search_space",
+    "build_search_space": "dse.study.search_space",
     "make_encoding": "dse.study.encoding",
     "GOALS": "dse.study.goals",
     "Goal": "dse.study.goals",

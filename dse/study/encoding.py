@@ -33,23 +33,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from dse.study.search_space import SearchSpace, build_search_space, check_gamma, tensor_label
 from space.config import DecompositionConfig
 from space.errors import InvalidConfigError
 from space.paper import PAPER_TABLE_IV, scale_paper_layers
 from space.registry import Registry
-from space.rules import (
-    RuleSet,
-    allowed_layers,
-    allowed_ranks,
-    allowed_tensor_sets,
-    min_layer_gap,
-    require_candidates,
-)
-from space.spec import ModelSpec
 
 if TYPE_CHECKING:
     import optuna
 
+# SearchSpace, build_search_space and check_gamma live in dse.study.search_space; they are
+# named here too while callers move over.
 __all__ = [
     "RejectedGamma",
     "Param",
@@ -92,142 +86,6 @@ class Param:
         if self.kind == "float":
             return trial.suggest_float(self.name, self.low, self.high)
         return trial.suggest_categorical(self.name, list(self.choices))
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """What the rules and the definition leave to search, for one model."""
-
-    spec: ModelSpec
-    rules: RuleSet
-    layers: tuple[int, ...]  # allowed layers, sorted
-    min_gap: int
-    tensor_sets: tuple[tuple[str, ...], ...]
-    ranks: tuple[int, ...]
-    min_layers: int
-    max_layers: int
-    methods: tuple[str, ...] = ()  # searched by the keep-ratio encodings
-    keep_min: float = 0.5
-    min_reduction_pct: float | None = None  # the parameter budget (γ below it are rejected)
-    model: str = ""  # what the spectrum encoding reads weights from
-
-    @property
-    def tensor_labels(self) -> tuple[str, ...]:
-        return tuple(_tensor_label(self.spec, names) for names in self.tensor_sets)
-
-    def tensors_for_label(self, label: str) -> tuple[str, ...]:
-        return self.tensor_sets[self.tensor_labels.index(label)]
-
-
-def _tensor_label(spec: ModelSpec, names: Sequence[str]) -> str:
-    return "all" if tuple(names) == spec.tensor_names else ",".join(names)
-
-
-def _max_layers_with_gap(layers: Sequence[int], gap: int) -> int:
-    count, last = 0, None
-    for layer in layers:
-        if last is None or layer - last >= gap:
-            count, last = count + 1, layer
-    return count
-
-
-def build_search_space(
-    spec: ModelSpec,
-    rules: RuleSet | Mapping[str, int | None],
-    *,
-    min_layers: int = 1,
-    max_layers: int | None = None,
-    max_rank: int | None = None,
-    methods: Sequence[str] = ("svd",),
-    keep_min: float = 0.5,
-    min_reduction_pct: float | None = None,
-    model: str = "",
-) -> SearchSpace:
-    """Apply the rules and a study's bounds (its ``search`` section) to ``spec``.
-
-    Args:
-        spec: the model's architecture.
-        rules: the switched-on rules (a study definition's ``rules``).
-        min_layers: the fewest layers a γ decomposes (``search.min_layers``).
-        max_layers: the most (``search.max_layers``; None: as many as the rules allow).
-        max_rank: the largest rank searched (``search.max_rank``; None: the largest that
-            still compresses, or the rank-one rule's value).
-        methods: what the keep-ratio encodings choose among (``search.methods``).
-        keep_min: their smallest kept-parameter ratio (``search.keep_min``).
-        min_reduction_pct: the parameter budget; γ below it are rejected unmeasured.
-        model: the model the spectrum encoding reads weights from.
-
-    Raises:
-        InvalidConfigError: the rules (or the layer bounds) leave nothing to search; the
-            message names the rule that empties the space.
-    """
-    from space.metrics import max_compressing_rank
-
-    if not isinstance(rules, RuleSet):
-        rules = RuleSet(rules=dict(rules))
-    smallest = min(t.rank for t in spec.tensors)
-    if max_rank is not None:
-        if max_rank > smallest:
-            raise InvalidConfigError(
-                f"search.max_rank {max_rank} is above the smallest tensor rank of {spec.name} "
-                f"({smallest}); allowed 1..{smallest}"
-            )
-        rank_bound = max_rank
-    else:
-        compressing = min(max_compressing_rank(t.out_features, t.in_features) for t in spec.tensors)
-        fixed_rank = rules.value("rank-one") if rules.is_on("rank-one") else None
-        rank_bound = min(smallest, max(1, compressing, fixed_rank or 1))
-    require_candidates(spec, rules, rank=rank_bound)
-    layers = allowed_layers(spec, rules)
-    gap = min_layer_gap(rules)
-    tensor_sets = tuple(allowed_tensor_sets(spec, rules))
-    ranks = tuple(allowed_ranks(spec, rules, rank=rank_bound))
-    most = _max_layers_with_gap(layers, gap)
-    max_layers = min(most, max_layers) if max_layers is not None else most
-    if min_layers > most:
-        spacing = ("skip-early", "skip-late", "min-distance")
-        labels = [label for label in rules.labels() if label.split("=")[0] in spacing]
-        raise InvalidConfigError(
-            f"search.min_layers = {min_layers} cannot be met: "
-            f"{' with '.join(labels) or 'the model'} leave at most {most} decomposable layer(s) in {spec.name}"
-        )
-    return SearchSpace(spec=spec, rules=rules, layers=layers, min_gap=gap, tensor_sets=tensor_sets,
-                       ranks=ranks, min_layers=min_layers, max_layers=max_layers,
-                       methods=tuple(methods), keep_min=keep_min,
-                       min_reduction_pct=min_reduction_pct, model=model)
-
-
-def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
-    """Why the study may not measure γ (a rule, the layer bounds), or None when it may."""
-    try:
-        pairs = gamma.validate_for(space.spec)
-    except InvalidConfigError as exc:
-        return f"invalid: {exc}"
-    if not pairs:
-        return "decomposes nothing: the original model is the baseline, not a trial"
-    verdict = space.rules.allows(space.spec, gamma)
-    if not verdict.allowed:
-        return verdict.reason
-    if space.min_reduction_pct is not None:
-        from space.metrics import parameter_report
-
-        reduction = parameter_report(space.spec, gamma).param_reduction_pct
-        if reduction < space.min_reduction_pct:
-            return (f"removes {reduction:.2f} % of the parameters, below the budget of "
-                    f"{space.min_reduction_pct:g} % (min_param_reduction_pct)")
-    if gamma.is_two_factor():
-        return None  # keep-ratio γ: per-tensor ranks, all layers the rules allow
-    n = len(gamma.layers)
-    if not space.min_layers <= n <= space.max_layers:
-        return f"{n} decomposed layers, outside search.min_layers..max_layers = {space.min_layers}..{space.max_layers}"
-    ranks = {p.rank for p in pairs}
-    if not ranks <= set(space.ranks):
-        return f"rank {sorted(ranks - set(space.ranks))[0]} is outside the searched ranks {_ranks_label(space.ranks)}"
-    return None
-
-
-def _ranks_label(ranks: Sequence[int]) -> str:
-    return f"{ranks[0]}..{ranks[-1]}" if len(ranks) > 1 else str(ranks[0])
 
 
 def _rank_param(space: SearchSpace) -> list[Param]:
@@ -356,7 +214,7 @@ class _CompactEncoding(Encoding):
         if space.max_layers > space.min_layers:
             params["n_layers"] = len(form["layers"])
         if len(space.tensor_sets) > 1:
-            params["tensors"] = _tensor_label(space.spec, form["tensors"])
+            params["tensors"] = tensor_label(space.spec, form["tensors"])
         if len(space.ranks) > 1:
             params["rank"] = form["rank"]
         return params

@@ -666,6 +666,9 @@ def _child_worker(definition_json: str, force: bool, worker_index: int,
     import json
 
     from dse.evaluation import BaselineRecord
+    from space.quiet import library_warnings_once
+
+    library_warnings_once()
 
     definition = StudyDefinition.model_validate(json.loads(definition_json))
     prepared = prepare(definition, force=True, resume_only=True, more_trials=None)

@@ -124,3 +124,26 @@ def test_smollm2_export_loads_in_transformers_and_lm_eval_as_measured(smollm2: L
     evaluated = _dse_evaluate(out, data_dir, limit=6)
     lm_eval_acc = _lm_eval_accuracy(out, data_dir, limit=6)
     assert lm_eval_acc == {t: pytest.approx(evaluated["per_task"][t]["accuracy"], abs=1e-12) for t in TASKS}
+
+
+def test_layers_the_modeling_file_does_not_know_are_not_exported(tiny_llama: LoadedModel, tmp_path: Path) -> None:
+    from dse.export.hf import export_hf, not_exportable
+
+    surgery.undo(tiny_llama)
+    with surgery.decomposed(tiny_llama, DecompositionConfig(layers=(2,), rank=1)):
+        assert not_exportable(tiny_llama) is None
+        path = next(iter(tiny_llama.originals))
+        factorized = tiny_llama.model.get_submodule(path)
+
+        class OtherLowRank(torch.nn.Module):  # stands in for e.g. the activation method's module
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return x
+
+        surgery.set_module(tiny_llama.model, path, OtherLowRank())
+        try:
+            assert "OtherLowRank layers cannot be written" in (not_exportable(tiny_llama) or "")
+            with pytest.raises(DseError, match="OtherLowRank"):
+                export_hf(tiny_llama, tmp_path / "hf")
+            assert not (tmp_path / "hf" / "config.json").exists()
+        finally:
+            surgery.set_module(tiny_llama.model, path, factorized)

@@ -140,6 +140,21 @@ def test_an_unsupported_model_is_scored_by_hflm_itself(
         assert fallback[key]["resps"] == ref["resps"]  # HFLM's own code: bit for bit
 
 
+def test_eager_attention_gets_an_additive_mask_with_the_same_results(tiny_llama: Any, data_dir: Path) -> None:
+    model = tiny_llama.model
+    objective = AccuracyObjective(["dse_piqa"], limit=2, data_dir=data_dir, show_progress=False)
+    implementation = model.config._attn_implementation
+    model.config._attn_implementation = "eager"
+    try:
+        assert supports(model)
+        worst, differences = _compare(
+            _samples(tiny_llama.target(), objective, fast=False), _samples(tiny_llama.target(), objective, fast=True)
+        )
+    finally:
+        model.config._attn_implementation = implementation
+    assert worst < TOLERANCE and differences == []
+
+
 # --------------------------------------------------------------------------- prefix reuse
 
 

@@ -106,11 +106,11 @@ def test_progress_lines_are_periodic(monkeypatch) -> None:  # type: ignore[no-un
 
 
 def test_library_warnings_appear_once(capsys) -> None:  # type: ignore[no-untyped-def]
-    from dse.cli import _common
+    from space import quiet
 
     with warnings.catch_warnings():
-        _common.library_warnings_once()
-        _common._SEEN_WARNINGS.clear()
+        quiet.library_warnings_once()
+        quiet._SEEN_WARNINGS.clear()
         for _ in range(3):
             with warnings.catch_warnings():  # lm-eval and torch open such blocks per call
                 pass

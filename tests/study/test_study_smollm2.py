@@ -16,7 +16,7 @@ QUICK = Path(__file__).resolve().parents[2] / "studies" / "smollm2-quick.toml"
 def test_quick_study_runs_end_to_end_on_smollm2(tmp_path: Path, data_dir: Path) -> None:
     definition = load_definition(QUICK).with_overrides(
         storage=f"sqlite:///{tmp_path / 'dse.db'}", n_trials=3, limit=8, chunk_size=4, data_dir=str(data_dir),
-        workload={"prefill_tokens": 32, "decode_tokens": 4, "warmup": 0, "repeats": 1},
+        workload={"prefill_tokens": 32, "decode_tokens": 4, "warmup": 0, "repeats": 1}, screen=True,
     )
     handle = run_study(definition, progress=False, plots=tmp_path / "plots")
     rows = handle.trials()
@@ -29,6 +29,7 @@ def test_quick_study_runs_end_to_end_on_smollm2(tmp_path: Path, data_dir: Path) 
         assert row["per_task"].keys() == {"dse_arc_easy", "dse_piqa", "dse_hellaswag"}
         assert row["feasible"] == (row["accuracy_drop_pp"] < definition.tau)
         assert row["param_reduction_pct"] > 0
+        assert row["kl_divergence"] > 0 and not row["screened"]  # the KL screen records; 3 trials skip nothing
         if not row["early_stopped"]:
             assert row["edp_ratio"] == pytest.approx(row["latency_ratio"] * row["energy_ratio"])
     best = handle.best()
