@@ -12,7 +12,9 @@ kinds of task names:
 
 Documents and their order
     Every task evaluates a fixed list of documents: the first ``limit`` of its file (all
-    when ``limit`` is None), in file order, as lm-eval's own ``limit`` does. A group
+    when ``limit`` is None), in file order, as lm-eval's own ``limit`` does; or, with
+    ``order_seed``, the first ``limit`` of a seeded shuffle of the file, so chunks are
+    exchangeable samples (what the sequential decisions of studies need). A group
     (``dse_mmlu``) applies ``limit`` to each subtask, as lm-eval does, and orders its
     documents round-robin over its subtasks in alphabetical order (document 0 of every
     subject, then document 1, ...), so any prefix of a group's documents samples every
@@ -233,13 +235,24 @@ def _pick_metric(task: Any) -> str:
     return _PREFERRED_METRIC if _PREFERRED_METRIC in metrics else metrics[0]
 
 
-def _document_order(leaves: dict[str, Any], limit: int | None) -> list[tuple[str, int]]:
-    """Round-robin over leaves in name order, each capped at ``limit`` (a single leaf: file order)."""
-    sizes = {name: len(task.eval_docs) for name, task in leaves.items()}
-    if limit is not None:
-        sizes = {name: min(size, limit) for name, size in sizes.items()}
-    longest = max(sizes.values(), default=0)
-    return [(name, index) for index in range(longest) for name in sorted(leaves) if index < sizes[name]]
+def _document_order(
+    leaves: dict[str, Any], limit: int | None, seed: int | None = None
+) -> list[tuple[str, int]]:
+    """Round-robin over leaves in name order, each capped at ``limit`` (a single leaf: file order).
+
+    With ``seed``, each leaf's documents are first shuffled by a generator seeded with
+    (seed, leaf), so the first ``limit`` are a random sample and any prefix is too.
+    """
+    import random
+
+    orders = {}
+    for name, task in leaves.items():
+        indices = list(range(len(task.eval_docs)))
+        if seed is not None:
+            random.Random(f"{seed}:{name}").shuffle(indices)
+        orders[name] = indices if limit is None else indices[:limit]
+    longest = max((len(o) for o in orders.values()), default=0)
+    return [(name, orders[name][i]) for i in range(longest) for name in sorted(leaves) if i < len(orders[name])]
 
 
 # --------------------------------------------------------------------------- objective
@@ -267,6 +280,8 @@ class AccuracyObjective(Objective):
         data_dir: the benchmark data directory (``--data-dir``); else ``$DSE_DATA_DIR``,
             else ``../shared/data`` beside the checkout.
         show_progress: draw a tqdm bar naming the task being evaluated.
+        order_seed: evaluate each task's documents in an order shuffled with this seed
+            (the first ``limit`` of it); None keeps file order.
 
     Raises:
         InvalidConfigError: no tasks, a task twice, ``limit`` or ``batch_size`` below 1.
@@ -288,6 +303,7 @@ class AccuracyObjective(Objective):
         fast: bool = True,
         token_budget: int | None = None,
         prefix_reuse: bool = True,
+        order_seed: int | None = None,
     ) -> None:
         # Offline, lm-eval's standard names run as their local copies (then checked again for twins).
         names = task_list(resolve_offline(task_list(tasks)))
@@ -304,6 +320,7 @@ class AccuracyObjective(Objective):
         self.limit = limit
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.order_seed = order_seed
         self.fast = fast
         self.token_budget = token_budget
         self.prefix_store: PrefixStore | None = PrefixStore() if fast and prefix_reuse else None
@@ -436,7 +453,8 @@ class AccuracyObjective(Objective):
                     leaf.set_config(key="num_fewshot", value=0)
                 leaf.set_fewshot_seed(seed=_FEWSHOT_SEED)
             metric = _pick_metric(next(iter(leaves.values())))
-            plans.append(_TaskPlan(name=name, metric=metric, leaves=leaves, order=_document_order(leaves, self.limit)))
+            order = _document_order(leaves, self.limit, self.order_seed)
+            plans.append(_TaskPlan(name=name, metric=metric, leaves=leaves, order=order))
         self._plans = plans
         return plans
 

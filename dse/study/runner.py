@@ -45,11 +45,11 @@ from dse.study.encoding import (
     make_encoding,
     paper_configs,
 )
+from dse.study.feasibility import constraint_for
 from dse.study.goals import (
     GOALS,
     REJECTED_CONSTRAINT,
     Goal,
-    constraint_value,
     standin_ratios,
 )
 from dse.study.memo import Claim, EngineTables, worker_owner
@@ -102,6 +102,8 @@ def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
         measure_energy=ev.measure_energy, measure_memory=ev.measure_memory, chunk_size=ev.chunk_size,
         confidence=ev.confidence, method=ev.method, device=definition.device,
         calibration=calibration_key(definition),
+        feasibility=ev.feasibility, max_limit=ev.max_limit, document_order=ev.document_order,
+        document_seed=ev.document_seed, threads=ev.threads, ratio_width=ev.ratio_width, max_repeats=ev.max_repeats,
     )
 
 
@@ -391,7 +393,7 @@ class Worker:
         self.progress = progress
         self.owner = worker_owner()
         self.fingerprint = evaluator.loaded.fingerprint
-        self.settings_key = evaluator.settings.key()
+        self.settings_key = evaluator.memo_key()
         self.stats = WorkerStats()
         self._bar: Any = None
         self._current: str = ""
@@ -528,12 +530,15 @@ class Worker:
         trial.set_user_attr("gamma_label", label)
         for key, value in gamma_attrs(gamma.canonical(spec), spec, definition.evaluation.method).items():
             trial.set_user_attr(key, value)
-        entry = self.p.tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=definition.tau)
-        if entry is not None:
-            record = entry.record
+        # The memo gives a measurement; its decision is re-derived under this study's τ and confidence.
+        entry = self.p.tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=None)
+        rederived = None if entry is None else self.evaluator.rederive(entry.record, self.baseline, definition.tau)
+        if entry is not None and rederived is not None:
+            record = rederived.model_dump(mode="json")
             trial.set_user_attr("memo_study", entry.study_name)
             self.stats.memoized += 1
         else:
+            entry = None
             screen = self._screen_decision(gamma) if definition.screen else None  # KL screen: dse/screen.py
             if screen is not None and screen.skip:
                 from dse.screen import tell_screened
@@ -542,8 +547,7 @@ class Worker:
                 reduction = parameter_report(spec, gamma).param_reduction_pct
                 tell_screened(self.p.study, trial, screen, self.p.goal.metrics, reduction)
                 return _DONE
-            tau = definition.tau if definition.evaluation.chunk_size is not None else None
-            measured = self.evaluator.evaluate(gamma, self.baseline, tau=tau)
+            measured = self.evaluator.evaluate(gamma, self.baseline, tau=definition.tau)
             record = measured.model_dump(mode="json") | ({"kl_divergence": screen.kl} if screen else {})
             self.p.tables.memo_put(self.fingerprint, self.settings_key, record, tau=definition.tau,
                                    study_name=definition.study_name)
@@ -551,10 +555,11 @@ class Worker:
         if record.get("early_stopped"):
             self.stats.early_stopped += 1
         values, standins = goal.values(record)
-        constraint = constraint_value(float(record["accuracy_drop_pp"]), definition.tau)
+        standins = {**(record.get("standins") or {}), **standins}
+        constraint = constraint_for(record, definition.tau, definition.evaluation.feasibility)
         record_constraint(trial, constraint)
         for key, value in record.items():
-            if key not in ("gamma", "gamma_hash", "gamma_label"):
+            if key not in ("gamma", "gamma_hash", "gamma_label", "per_doc", "standins"):
                 trial.set_user_attr(key, value)
         trial.set_user_attr("memoized", entry is not None)
         trial.set_user_attr("rejected", False)
