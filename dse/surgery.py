@@ -1,12 +1,15 @@
 """Model surgery: apply a γ to a loaded model in place, and undo it exactly.
 
 A study evaluates hundreds of γ on one loaded model, so reloading between trials is
-not an option. :func:`apply` swaps each decomposed ``nn.Linear`` for a
+not an option. :func:`apply` swaps each decomposed weight's module (``nn.Linear``, ``Conv1D``, experts) for a
 :class:`~dse.layers.FactorizedLinear` and keeps the original module objects aside;
 :func:`undo` puts those very objects back, so the restored model is the original one
 bit for bit (its weights were never touched). The modules are found through the
-model's family adapter (``space.families``), so Llama-family and BERT models work
-without hard-coded paths, also under task heads that prefix the block list.
+model's family adapter (``space.families``), so every supported family works without
+hard-coded paths, also under task heads that prefix the block list; how a weight is
+read out of its module and what replaces it (Linear, GPT-2 Conv1D, 3-D expert
+parameters) is :mod:`dse.adapters`' job. Two expert tensors of one layer (``gate_up``,
+``down``) live in one module: it is replaced once and its original kept once.
 
 The originals are kept on the :class:`~dse.models.LoadedModel` (``originals``: module
 path -> original module; ``applied``: the :class:`SurgeryReport` of the installed γ).
@@ -30,7 +33,6 @@ if TYPE_CHECKING:
     from dse.cache import FactorCache
     from dse.calibration import Calibration
     from dse.decompose import TuckerFactors
-    from dse.layers import FactorizedLinear
     from dse.methods import TwoFactors
     from dse.models import LoadedModel
 
@@ -95,9 +97,9 @@ def gamma_from_canonical(form: Mapping[str, Any]) -> DecompositionConfig:
 
 
 def decomposable_paths(loaded: LoadedModel) -> dict[tuple[int, str], str]:
-    """Module path of every decomposable (layer, tensor) of this model."""
+    """Module path of every decomposable (layer, tensor) of this model (an experts tensor: its module)."""
     prefix = _block_prefix(loaded)
-    return {(layer, t.name): f"{prefix}.{layer}.{t.path}"
+    return {(layer, t.name): f"{prefix}.{layer}.{t.module}"  # experts: their module
             for layer in range(loaded.spec.n_layers) for t in loaded.spec.tensors}
 
 
@@ -135,7 +137,9 @@ def _check_method(method: str) -> None:
 
 # Returns (factors, came_from_cache, known rel_error or None, jitter) for a pair and its layer;
 # None factors install the run-time ``activation`` decomposition instead.
-_Obtain = Callable[[ResolvedPair, "torch.nn.Linear"],
+# (pair, original module, its dense weight: H×W, or E×H×W for experts) -> factors (None: the
+# weight stays whole, method activation), came from cache, known rel_error or None, jitter.
+_Obtain = Callable[[ResolvedPair, "torch.nn.Module", "torch.Tensor"],
                    "tuple[TuckerFactors | None, bool, float | None, float]"]
 
 
@@ -153,8 +157,7 @@ def _install(
     """Swap in the factorized layers; on any failure (Ctrl-C included) restore the model."""
     import torch
 
-    from dse.decompose import relative_error
-    from dse.layers import FactorizedLinear
+    from dse import adapters
     from dse.methods.activation import ActivationLowRankLinear
     from space.progress import progress_bar as tqdm
 
@@ -172,27 +175,24 @@ def _install(
             bar = tqdm(pairs, desc=f"decomposing {label}", unit="tensor", disable=not progress,
                        leave=False)
             for pair in bar:
-                path = f"{prefix}.{pair.layer}.{spec.tensor(pair.tensor).path}"
-                original = model.get_submodule(path)
-                if not isinstance(original, torch.nn.Linear):
-                    raise InvalidConfigError(
-                        f"{loaded.name}: module {path!r} is a {type(original).__name__}, "
-                        f"not an nn.Linear; cannot decompose it"
-                    )
+                tensor = spec.tensor(pair.tensor)
+                path = f"{prefix}.{pair.layer}.{tensor.module}"
+                current = model.get_submodule(path)
+                original = originals.get(path, current)  # experts: a sibling may be factored
+                weight = adapters.dense_weight(original, tensor, path)
                 bar.set_postfix_str(f"L{pair.layer} {pair.tensor} r={pair.rank}")
-                weight = original.weight.detach()
                 start = time.perf_counter()
-                factors, hit, rel_error, jitter = obtain(pair, original)
+                factors, hit, rel_error, jitter = obtain(pair, original, weight)
                 seconds += time.perf_counter() - start  # decomposing or reading the cache only
                 replacement: torch.nn.Module
-                if factors is None:
-                    replacement = ActivationLowRankLinear(original, pair.rank)
+                if factors is None:  # method activation (Linear only, checked by apply)
+                    replacement = ActivationLowRankLinear(cast("torch.nn.Linear", original), pair.rank)
                     rel_error = 0.0  # the weight is kept whole
                 else:
                     if rel_error is None:
-                        rel_error = relative_error(weight, factors)
-                    replacement = FactorizedLinear.from_linear(original, factors, fold=fold)
-                originals[path] = original
+                        rel_error = adapters.relative_error(weight, factors)
+                    replacement = adapters.factorized(current, original, tensor, factors, fold=fold)
+                originals.setdefault(path, original)
                 set_module(model, path, replacement)
                 tensor_method = (methods or {}).get(pair.tensor, method)
                 results.append(TensorResult(layer=pair.layer, tensor=pair.tensor, rank=pair.rank,
@@ -269,6 +269,13 @@ def apply(
     _check_method(default)
     pairs = gamma.validate_for(loaded.spec)
     methods = {p.tensor: gamma.method_for(p.tensor, default) for p in pairs}
+    for name, tensor_method in methods.items():
+        tensor = loaded.spec.tensor(name)
+        if tensor.kind != "linear" and (tensor_method == "activation" or tensor_method in TWO_FACTOR_METHODS):
+            raise InvalidConfigError(
+                f"method {tensor_method} works on nn.Linear weights only; tensor {name!r} of "
+                f"{loaded.name} is {tensor.handling}; use svd or hooi for it"
+            )
     calibration = calibration if calibration is not None else loaded.calibration
     needing = sorted({m for m in methods.values() if m in TWO_FACTOR_METHODS})
     if needing and calibration is None:
@@ -284,20 +291,31 @@ def apply(
     two = bool(fold) or gamma.is_two_factor()
     fingerprint = loaded.fingerprint
 
-    def obtain(pair: ResolvedPair, layer: torch.nn.Linear) -> tuple[TuckerFactors | None, bool, None, float]:
-        from dse.decompose import decompose
+    def obtain(
+        pair: ResolvedPair, layer: torch.nn.Module, weight: torch.Tensor
+    ) -> tuple[TuckerFactors | None, bool, None, float]:
+        import torch
+
+        from dse.decompose import TuckerFactors, decompose
 
         name = methods[pair.tensor]
-        weight = layer.weight.detach()
         if name == "activation":
             return None, False, None, 0.0
         if name in TWO_FACTOR_METHODS:
-            return _calibrated(loaded, cache, calibration, pair, layer, name)
-        if cache is not None:
-            factors, hit = cache.factors(fingerprint, pair.layer, pair.tensor, weight, pair.rank,
-                                         method=name, label=loaded.name)
-            return factors, hit, None, 0.0
-        return decompose(weight, pair.rank, method=name), False, None, 0.0
+            return _calibrated(loaded, cache, calibration, pair, cast("torch.nn.Linear", layer), name)
+
+        def one(key: str, matrix: torch.Tensor) -> tuple[TuckerFactors, bool]:
+            if cache is not None:
+                return cache.factors(fingerprint, pair.layer, key, matrix, pair.rank, method=name,
+                                     label=loaded.name)
+            return decompose(matrix, pair.rank, method=name), False
+
+        if weight.ndim == 2:
+            return (*one(pair.tensor, weight), None, 0.0)
+        # Experts: each expert's matrix on its own, cached under its own key.
+        parts = [one(f"{pair.tensor}.expert{e}", weight[e]) for e in range(weight.shape[0])]
+        stacked = TuckerFactors(*(torch.stack(group) for group in zip(*(f for f, _ in parts), strict=True)))
+        return stacked, all(hit for _, hit in parts), None, 0.0
 
     label = next(iter(set(methods.values()))) if len(set(methods.values())) == 1 else "mixed"
     return _install(loaded, gamma, pairs, obtain, method=label if methods else default, fold=two,
@@ -369,16 +387,20 @@ def install_factors(
         )
     for pair in pairs:
         f = factors[(pair.layer, pair.tensor)]
-        shape = loaded.spec.tensor(pair.tensor).shape
-        if tuple(f.u1.shape) != (shape[0], pair.rank) or tuple(f.u2.shape) != (shape[1], pair.rank) \
-                or tuple(f.core.shape) != (pair.rank, pair.rank):
+        tensor = loaded.spec.tensor(pair.tensor)
+        lead = (tensor.experts,) if tensor.kind == "experts" else ()
+        expected = [(*lead, tensor.shape[0], pair.rank), (*lead, pair.rank, pair.rank),
+                    (*lead, tensor.shape[1], pair.rank)]
+        got = [tuple(f.u1.shape), tuple(f.core.shape), tuple(f.u2.shape)]
+        if got != expected:
             raise InvalidConfigError(
                 f"factors of layer {pair.layer} tensor {pair.tensor!r} have shapes "
-                f"{tuple(f.u1.shape)}, {tuple(f.core.shape)}, {tuple(f.u2.shape)}; expected "
-                f"({shape[0]}, {pair.rank}), ({pair.rank}, {pair.rank}), ({shape[1]}, {pair.rank})"
+                f"{', '.join(map(str, got))}; expected {', '.join(map(str, expected))}"
             )
 
-    def obtain(pair: ResolvedPair, layer: torch.nn.Linear) -> tuple[TuckerFactors, bool, float | None, float]:
+    def obtain(
+        pair: ResolvedPair, layer: torch.nn.Module, weight: torch.Tensor
+    ) -> tuple[TuckerFactors, bool, float | None, float]:
         key = (pair.layer, pair.tensor)
         known = rel_errors.get(key) if rel_errors is not None else None
         return factors[key], True, None if known is None else float(known), 0.0
@@ -420,29 +442,23 @@ def installed_factors(loaded: LoadedModel) -> dict[tuple[int, str], TuckerFactor
     report = current(loaded)
     if report is None:
         return {}
+    from dse import adapters
+
     prefix = _block_prefix(loaded)
     out = {}
     for result in report.per_tensor:
-        path = f"{prefix}.{result.layer}.{loaded.spec.tensor(result.tensor).path}"
-        module = loaded.model.get_submodule(path)
+        tensor = loaded.spec.tensor(result.tensor)
+        path = f"{prefix}.{result.layer}.{tensor.module}"
         if result.method == "activation":
             raise InvalidConfigError(f"{loaded.name}: {path!r} is decomposed at run time "
                                      f"(method activation); it holds no factors to save")
-        if not hasattr(module, "u1"):
-            raise InvalidConfigError(f"{loaded.name}: {path!r} was changed outside dse.surgery")
-        out[(result.layer, result.tensor)] = _module_factors(module)  # type: ignore[arg-type]
+        try:
+            out[(result.layer, result.tensor)] = adapters.factors_of(
+                loaded.model.get_submodule(path), tensor)
+        except InvalidConfigError:
+            raise InvalidConfigError(
+                f"{loaded.name}: {path!r} was changed outside dse.surgery") from None
     return out
-
-
-def _module_factors(module: FactorizedLinear) -> TuckerFactors:
-    """The factors a FactorizedLinear holds; a folded one has Γ inside U1, so Γ = I."""
-    import torch
-
-    from dse.decompose import TuckerFactors
-
-    u1, u2 = module.u1.detach(), module.u2.detach()
-    core = torch.eye(u1.shape[1], dtype=u1.dtype, device=u1.device) if module.core is None else module.core.detach()
-    return TuckerFactors(u1, core, u2)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,9 @@ kinds of task names:
 
 Documents and their order
     Every task evaluates a fixed list of documents: the first ``limit`` of its file (all
-    when ``limit`` is None), in file order, as lm-eval's own ``limit`` does. A group
+    when ``limit`` is None), in file order, as lm-eval's own ``limit`` does; or, with
+    ``order_seed``, the first ``limit`` of a seeded shuffle of the file, so chunks are
+    exchangeable samples (what the sequential decisions of studies need). A group
     (``dse_mmlu``) applies ``limit`` to each subtask, as lm-eval does, and orders its
     documents round-robin over its subtasks in alphabetical order (document 0 of every
     subject, then document 1, ...), so any prefix of a group's documents samples every
@@ -25,17 +27,18 @@ Accuracy
     task's accuracy is their mean. For ``dse_mmlu`` that is lm-eval's group aggregate,
     which weights subjects by size (``weight_by_size: True``). The measurement's
     ``accuracy`` is the unweighted mean over the requested tasks.
+
+lm-eval's plumbing (task manager, quiet bars, the model as an LM) is in
+:mod:`objectives.harness`; what stays here is one thing, the objective: checking the
+tasks and data, planning each task's documents, and scoring them whole or in chunks.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,17 +47,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from objectives.base import EvalTarget, Measurement, Objective
 from objectives.fast_lm_prefix import PrefixStore
+from objectives.harness import lm_eval_version, quiet_lm_eval, task_manager, wrapped_lm
 from objectives.tasks import (
-    DATA_DIR_KEY,
     LOCAL_TASKS,
-    TASKS_DIR,
     is_local_task,
     local_task_names,
     missing_files,
     task_list,
 )
 from objectives.tasks.aliases import local_copy, resolve_offline
-from space.env import cache_dir, resolve_data_dir
+from space.env import resolve_data_dir
 from space.errors import DataError, InvalidConfigError, UnknownNameError
 
 __all__ = [
@@ -102,117 +104,6 @@ class AccuracyMeasurement(Measurement):
     lm_eval_version: str
 
 
-def lm_eval_version() -> str:
-    """The installed lm-eval's version: part of the key under which a baseline is stored."""
-    from importlib.metadata import version
-
-    return version("lm_eval")
-
-
-# --------------------------------------------------------------------------- lm-eval plumbing
-
-
-def _prepare_datasets_cache() -> None:
-    """Keep ``datasets``' Arrow cache in the project's cache directory, not ~/.cache."""
-    default = str(cache_dir() / "datasets")
-    if "HF_DATASETS_CACHE" in os.environ:
-        return
-    os.environ["HF_DATASETS_CACHE"] = default
-    if "datasets" in sys.modules:  # imported before us: its config already read the env
-        import datasets
-
-        datasets.config.HF_DATASETS_CACHE = Path(default)
-
-
-@contextlib.contextmanager
-def _quiet_lm_eval() -> Iterator[None]:
-    """Silence lm-eval's info/warning logs and its per-call progress bars.
-
-    NOTE: lm-eval's ``Task.build_all_requests`` draws a tqdm bar with no switch to turn it
-    off; we swap the module's ``tqdm`` for a disabled one while our calls run, so the
-    only bar is ours, which names the task.
-    """
-    import lm_eval.api.task as task_module
-    from tqdm import tqdm
-
-    logger = logging.getLogger("lm_eval")
-    level = logger.level
-    original_tqdm = task_module.tqdm
-    logger.setLevel(logging.ERROR)
-    task_module.tqdm = functools.partial(tqdm, disable=True)
-    try:
-        yield
-    finally:
-        task_module.tqdm = original_tqdm
-        logger.setLevel(level)
-
-
-@functools.lru_cache(maxsize=4)
-def _task_manager(data_dir: str | None, with_hub: bool) -> Any:
-    """lm-eval's TaskManager over our YAMLs, plus its built-in index only when a hub task is asked for."""
-    _prepare_datasets_cache()
-    from lm_eval.tasks import TaskManager
-
-    metadata = {DATA_DIR_KEY: data_dir} if data_dir else None
-    with _quiet_lm_eval():
-        return TaskManager(include_path=str(TASKS_DIR), include_defaults=with_hub, metadata=metadata)
-
-
-@functools.lru_cache(maxsize=1)
-def _silent_hflm_class() -> type:
-    """HFLM whose request loops draw no bars of their own (ours names the task instead)."""
-    from lm_eval.models.huggingface import HFLM
-
-    class _SilentHFLM(HFLM):  # type: ignore[misc]  # lm-eval is untyped
-        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-            results: list[Any] = super().loglikelihood(requests, disable_tqdm=True)
-            return results
-
-        def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-            results: list[Any] = super().loglikelihood_rolling(requests, disable_tqdm=True)
-            return results
-
-        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-            results: list[Any] = super().generate_until(requests, disable_tqdm=True)
-            return results
-
-    return _SilentHFLM
-
-
-@contextlib.contextmanager
-def _wrapped(
-    target: EvalTarget,
-    batch_size: int,
-    *,
-    fast: bool = False,
-    token_budget: int | None = None,
-    prefix_store: PrefixStore | None = None,
-) -> Iterator[Any]:
-    """The target as an lm-eval LM; restores every module's training flag afterwards.
-
-    HFLM puts the model in eval mode (and re-ties the embeddings, a no-op for a loaded
-    model); the objective contract says the model leaves as it came. ``fast`` wraps it in
-    :mod:`objectives.fast_lm`'s shared-context LM instead (same tokenization and results).
-    """
-    modes = [(module, module.training) for module in target.model.modules()]
-    try:
-        with _quiet_lm_eval():
-            if fast:
-                from objectives.fast_lm import DEFAULT_TOKEN_BUDGET, fast_lm_class
-
-                lm = fast_lm_class()(
-                    pretrained=target.model, tokenizer=target.tokenizer, batch_size=batch_size,
-                    token_budget=token_budget or DEFAULT_TOKEN_BUDGET, prefix_store=prefix_store,
-                    fingerprint=str(target.info.get("fingerprint", "")),
-                )
-            else:
-                lm = _silent_hflm_class()(pretrained=target.model, tokenizer=target.tokenizer, batch_size=batch_size)
-        yield lm
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
 # --------------------------------------------------------------------------- plan
 
 
@@ -233,13 +124,24 @@ def _pick_metric(task: Any) -> str:
     return _PREFERRED_METRIC if _PREFERRED_METRIC in metrics else metrics[0]
 
 
-def _document_order(leaves: dict[str, Any], limit: int | None) -> list[tuple[str, int]]:
-    """Round-robin over leaves in name order, each capped at ``limit`` (a single leaf: file order)."""
-    sizes = {name: len(task.eval_docs) for name, task in leaves.items()}
-    if limit is not None:
-        sizes = {name: min(size, limit) for name, size in sizes.items()}
-    longest = max(sizes.values(), default=0)
-    return [(name, index) for index in range(longest) for name in sorted(leaves) if index < sizes[name]]
+def _document_order(
+    leaves: dict[str, Any], limit: int | None, seed: int | None = None
+) -> list[tuple[str, int]]:
+    """Round-robin over leaves in name order, each capped at ``limit`` (a single leaf: file order).
+
+    With ``seed``, each leaf's documents are first shuffled by a generator seeded with
+    (seed, leaf), so the first ``limit`` are a random sample and any prefix is too.
+    """
+    import random
+
+    orders = {}
+    for name, task in leaves.items():
+        indices = list(range(len(task.eval_docs)))
+        if seed is not None:
+            random.Random(f"{seed}:{name}").shuffle(indices)
+        orders[name] = indices if limit is None else indices[:limit]
+    longest = max((len(o) for o in orders.values()), default=0)
+    return [(name, orders[name][i]) for i in range(longest) for name in sorted(leaves) if i < len(orders[name])]
 
 
 # --------------------------------------------------------------------------- objective
@@ -267,6 +169,8 @@ class AccuracyObjective(Objective):
         data_dir: the benchmark data directory (``--data-dir``); else ``$DSE_DATA_DIR``,
             else ``../shared/data`` beside the checkout.
         show_progress: draw a tqdm bar naming the task being evaluated.
+        order_seed: evaluate each task's documents in an order shuffled with this seed
+            (the first ``limit`` of it); None keeps file order.
 
     Raises:
         InvalidConfigError: no tasks, a task twice, ``limit`` or ``batch_size`` below 1.
@@ -288,6 +192,7 @@ class AccuracyObjective(Objective):
         fast: bool = True,
         token_budget: int | None = None,
         prefix_reuse: bool = True,
+        order_seed: int | None = None,
     ) -> None:
         # Offline, lm-eval's standard names run as their local copies (then checked again for twins).
         names = task_list(resolve_offline(task_list(tasks)))
@@ -304,6 +209,7 @@ class AccuracyObjective(Objective):
         self.limit = limit
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.order_seed = order_seed
         self.fast = fast
         self.token_budget = token_budget
         self.prefix_store: PrefixStore | None = PrefixStore() if fast and prefix_reuse else None
@@ -385,7 +291,7 @@ class AccuracyObjective(Objective):
             leave=False,
         )
         try:
-            with _wrapped(
+            with wrapped_lm(
                 target, self.batch_size, fast=self.fast, token_budget=self.token_budget,
                 prefix_store=self.prefix_store,
             ) as lm:
@@ -416,11 +322,11 @@ class AccuracyObjective(Objective):
     def _load_plans(self) -> list[_TaskPlan]:
         if self._plans is not None:
             return self._plans
-        manager = _task_manager(str(self.data_dir) if self.data_dir else None, bool(self._hub_tasks))
+        manager = task_manager(str(self.data_dir) if self.data_dir else None, bool(self._hub_tasks))
         plans = []
         for name in self.tasks:
             try:
-                with _quiet_lm_eval():
+                with quiet_lm_eval():
                     loaded = manager.load([name])
             except DataError:
                 raise
@@ -436,7 +342,8 @@ class AccuracyObjective(Objective):
                     leaf.set_config(key="num_fewshot", value=0)
                 leaf.set_fewshot_seed(seed=_FEWSHOT_SEED)
             metric = _pick_metric(next(iter(leaves.values())))
-            plans.append(_TaskPlan(name=name, metric=metric, leaves=leaves, order=_document_order(leaves, self.limit)))
+            order = _document_order(leaves, self.limit, self.order_seed)
+            plans.append(_TaskPlan(name=name, metric=metric, leaves=leaves, order=order))
         self._plans = plans
         return plans
 
@@ -450,7 +357,7 @@ class AccuracyObjective(Objective):
         for indices in samples.values():
             indices.sort()  # lm-eval maps results back to indices assuming ascending order
         task_dict = {"tasks": {leaf: plan.leaves[leaf] for leaf in samples}, "groups": {}}
-        with _quiet_lm_eval():
+        with quiet_lm_eval():
             output = evaluate(
                 lm=lm, task_dict=task_dict, samples=samples, bootstrap_iters=0, log_samples=True
             )
@@ -529,7 +436,7 @@ def _check_data(local: list[str], explicit: str | os.PathLike[str] | None) -> Pa
 def _check_hub_names(names: Sequence[str], data_dir: Path | None) -> None:
     import difflib
 
-    manager = _task_manager(str(data_dir) if data_dir else None, True)
+    manager = task_manager(str(data_dir) if data_dir else None, True)
     known = manager.all_tasks
     for name in names:
         if name not in known:

@@ -178,9 +178,9 @@ def fast_lm_class() -> type:
 
     Built lazily so importing this module does not import lm-eval or torch.
     """
-    from objectives.accuracy import _silent_hflm_class
+    from objectives.harness import silent_hflm_class
 
-    base = _silent_hflm_class()
+    base = silent_hflm_class()
 
     class SharedContextLM(base):  # type: ignore[misc, valid-type]
         """``HFLM`` whose log-likelihood requests share each document's context (module docstring)."""

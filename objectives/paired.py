@@ -30,6 +30,7 @@ Notes:
 
 from __future__ import annotations
 
+import functools
 import math
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Literal
@@ -44,10 +45,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Aggregate",
     "DropEstimate",
+    "PairedStats",
     "TaskDrop",
     "certainly_above",
     "certainly_below",
     "paired_drop",
+    "paired_stats",
     "t_quantile",
 ]
 
@@ -85,6 +88,8 @@ class DropEstimate(BaseModel):
     confidence: float
     n_docs: int
     complete: bool  # every planned document of every task was compared
+    # z-scale critical value of a repeated (group-sequential) interval; None: fixed-sample.
+    critical: float | None = None
 
 
 def certainly_above(estimate: DropEstimate, tau: float) -> bool:
@@ -103,6 +108,7 @@ def paired_drop(
     *,
     aggregate: Aggregate = "mean",
     confidence: float = 0.95,
+    critical: float | None = None,
 ) -> DropEstimate:
     """The accuracy drop (baseline - compressed) in percentage points, with a paired interval.
 
@@ -112,6 +118,9 @@ def paired_drop(
         aggregate: ``mean`` over tasks, ``max`` over tasks, or ``weighted`` by the
             tasks' planned document counts.
         confidence: the two-sided confidence level of the intervals, in (0, 1).
+        critical: a z-scale critical value that replaces ``confidence``'s, e.g. a
+            group-sequential boundary (:mod:`objectives.sequential`); it is turned into a
+            t quantile of the same tail probability at each estimate's degrees of freedom.
 
     Raises:
         InvalidConfigError: unknown aggregate, confidence outside (0, 1), or the two
@@ -127,7 +136,7 @@ def paired_drop(
             f"{list(compressed.per_task)}"
         )
 
-    stats: dict[str, _Stats] = {}
+    stats: dict[str, PairedStats] = {}
     drops: dict[str, TaskDrop] = {}
     complete = True
     for name, base in baseline.per_task.items():
@@ -140,9 +149,9 @@ def paired_drop(
             )
         n = min(len(base.per_doc), len(comp.per_doc))
         complete = complete and n == base.n_planned
-        task_stats = _paired_stats(base.per_doc[:n], comp.per_doc[:n], weight=float(base.n_planned))
+        task_stats = paired_stats(base.per_doc[:n], comp.per_doc[:n], weight=float(base.n_planned))
         stats[name] = task_stats
-        low, high = task_stats.interval(confidence)
+        low, high = task_stats.interval(confidence, critical)
         drops[name] = TaskDrop(
             task=name,
             drop_pp=task_stats.mean * _PP,
@@ -165,7 +174,7 @@ def paired_drop(
             weights = {name: s.weight / total for name, s in stats.items()}
         combined = _combine(stats, weights)
         drop = combined.mean * _PP
-        low, high = combined.interval(confidence)
+        low, high = combined.interval(confidence, critical)
     return DropEstimate(
         drop_pp=drop,
         ci_low_pp=low,
@@ -175,13 +184,14 @@ def paired_drop(
         confidence=confidence,
         n_docs=sum(d.n_docs for d in drops.values()),
         complete=complete,
+        critical=critical,
     )
 
 
 # --------------------------------------------------------------------------- statistics
 
 
-class _Stats:
+class PairedStats:
     """A mean difference (accuracy units) with its adjusted centre, standard error and df."""
 
     def __init__(self, mean: float, centre: float, se: float, df: float, weight: float) -> None:
@@ -191,15 +201,21 @@ class _Stats:
         self.df = df
         self.weight = weight
 
-    def interval(self, confidence: float) -> tuple[float, float]:
-        """The two-sided interval in percentage points, clipped to [-100, 100]."""
-        if self.df < 1 or not math.isfinite(self.se):
+    def interval(self, confidence: float, critical: float | None = None) -> tuple[float, float]:
+        """The two-sided interval in percentage points, clipped to [-100, 100].
+
+        ``critical`` (z scale) replaces the confidence's quantile by one of the same tail
+        probability under Student's t.
+        """
+        p = 0.5 + confidence / 2.0 if critical is None else NormalDist().cdf(critical)
+        if self.df < 1 or not math.isfinite(self.se) or p >= 1.0 - 1e-15:
             return -_PP, _PP
-        half = t_quantile(0.5 + confidence / 2.0, self.df) * self.se
+        half = t_quantile(p, self.df) * self.se
         return max(-_PP, (self.centre - half) * _PP), min(_PP, (self.centre + half) * _PP)
 
 
-def _paired_stats(base: list[float], comp: list[float], *, weight: float) -> _Stats:
+def paired_stats(base: list[float], comp: list[float], *, weight: float) -> PairedStats:
+    """Mean difference with the Bonett–Price adjusted centre, standard error and df (see the module docstring)."""
     differences = [b - c for b, c in zip(base, comp, strict=True)]
     n = len(differences)
     mean = sum(differences) / n if n else 0.0
@@ -207,10 +223,10 @@ def _paired_stats(base: list[float], comp: list[float], *, weight: float) -> _St
     m = len(adjusted)
     centre = sum(adjusted) / m
     variance = sum((x - centre) ** 2 for x in adjusted) / (m - 1)
-    return _Stats(mean=mean, centre=centre, se=math.sqrt(variance / m), df=float(m - 1), weight=weight)
+    return PairedStats(mean=mean, centre=centre, se=math.sqrt(variance / m), df=float(m - 1), weight=weight)
 
 
-def _combine(stats: dict[str, _Stats], weights: dict[str, float]) -> _Stats:
+def _combine(stats: dict[str, PairedStats], weights: dict[str, float]) -> PairedStats:
     """A weighted sum of independent estimates; Welch-Satterthwaite degrees of freedom."""
     mean = sum(weights[k] * s.mean for k, s in stats.items())
     centre = sum(weights[k] * s.centre for k, s in stats.items())
@@ -218,9 +234,10 @@ def _combine(stats: dict[str, _Stats], weights: dict[str, float]) -> _Stats:
     total = sum(variances.values())
     denominator = sum(v**2 / stats[k].df for k, v in variances.items() if v > 0)
     df = total**2 / denominator if denominator > 0 else min(s.df for s in stats.values())
-    return _Stats(mean=mean, centre=centre, se=math.sqrt(total), df=df, weight=1.0)
+    return PairedStats(mean=mean, centre=centre, se=math.sqrt(total), df=df, weight=1.0)
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(p: float, df: float) -> float:
     """The p-quantile (p in (0.5, 1)) of Student's t with ``df`` degrees of freedom.
 

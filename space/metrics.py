@@ -114,8 +114,8 @@ def parameter_report(spec: ModelSpec, gamma: DecompositionConfig) -> ParameterRe
         before = tensor.params
         if gamma.method_for(pair.tensor) == "activation":
             after = before  # run-time decomposition of the input: the weight stays whole
-        else:
-            after = factored_params(height, width, pair.rank, two_factor=two_factor)
+        else:  # every expert's matrix of an MoE tensor
+            after = tensor.factored_params(pair.rank, two_factor=two_factor)
         entries.append(
             TensorReport(
                 layer=pair.layer,
@@ -212,11 +212,12 @@ def workload_cost(
     saved_per_token = 0
     reconstruct = 0
     for pair in gamma.validate_for(spec):
-        height, width = spec.tensor(pair.tensor).shape
-        if style == "factorized":
-            saved_per_token += height * width - factored_params(height, width, pair.rank)
+        tensor = spec.tensor(pair.tensor)
+        height, width = tensor.shape
+        if style == "factorized":  # an MoE tensor: only the top-k experts run per token
+            saved_per_token += tensor.active * (height * width - factored_params(height, width, pair.rank))
         else:
-            reconstruct += height * pair.rank * pair.rank + height * pair.rank * width
+            reconstruct += tensor.experts * (height * pair.rank * pair.rank + height * pair.rank * width)
     linear = linear_before - saved_per_token * tokens
     params = parameter_report(spec, gamma).params_after
     macs = linear + attention + reconstruct

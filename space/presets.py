@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from space.env import cache_dir
 from space.errors import DseError, UnknownNameError
+from space.presets_families import FAMILY_PRESETS
 from space.registry import Registry
 from space.spec import ModelSpec
 
@@ -107,9 +108,11 @@ for _preset in (
     ),
 ):
     PRESETS.register(_preset.name, _preset)
+for _name, (_description, _config) in FAMILY_PRESETS.items():
+    PRESETS.register(_name, Preset(name=_name, description=_description, config=_config))
 
 # Bump when ModelSpec's fields change, so stale cached specs are not read.
-_SPEC_CACHE_VERSION = 1
+_SPEC_CACHE_VERSION = 2
 
 
 def preset_config_dict(name: str) -> dict[str, Any]:

@@ -23,6 +23,10 @@ def _pct(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _ci(interval: list[float] | None, digits: int = 3) -> str:
+    return "" if not interval else f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
 @click.command()
 @click.argument("model")
 @gamma_options
@@ -40,7 +44,21 @@ def _pct(value: float | None, digits: int = 2) -> str:
 @click.option("--energy", is_flag=True, help="Measure energy (NVML, RAPL, or a CPU-time estimate).")
 @click.option("--prefill", type=int, default=128, show_default=True, help="Workload prefill tokens.")
 @click.option("--decode", type=int, default=32, show_default=True, help="Workload decode steps.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Workload repeats.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="ABBA blocks at least.")
+@click.option("--max-repeats", type=int, default=8, show_default=True, help="ABBA blocks at most.")
+@click.option("--ratio-width", type=float, default=0.02, show_default=True,
+              help="Stop adding blocks once the latency ratio's interval is within ± this (relative).")
+@click.option("--threads", type=int, default=None, help="Threads of the timed runs (default: usable cores).")
+@click.option("--tau", type=float, default=None, help="Also decide feasibility: accuracy-drop tolerance in pp.")
+@click.option("--feasibility", type=click.Choice(["point", "confident", "adaptive"]), default="point",
+              show_default=True, help="How --tau is decided (see docs/objectives.md).")
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--max-limit", type=int, default=None, help="adaptive: documents per task at most.")
+@click.option("--chunk-size", type=int, default=None, help="Documents per task between looks (early stop).")
+@click.option("--document-order", type=click.Choice(["seeded", "file"]), default="file", show_default=True,
+              help="file: the first --limit documents, as lm-eval's --limit takes them; seeded: a seeded random "
+                   "sample in a fixed order (what studies use).")
+@click.option("--document-seed", type=int, default=0, show_default=True)
 @keep_options
 @method_options
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
@@ -58,6 +76,8 @@ def evaluate(
     batch_size: int, data_dir: str | None, perplexity: bool, ppl_tokens: int, latency: bool,
     energy: bool, prefill: int, decode: int, repeats: int, method: str, device: str, dtype: str,
     cache_dir: str | None, output_path: str | None, log_samples: bool, as_json: bool,
+    max_repeats: int, ratio_width: float, threads: int | None, tau: float | None, feasibility: str,
+    confidence: float, max_limit: int | None, chunk_size: int | None, document_order: str, document_seed: int,
     **calibration_options: Any,
 ) -> None:
     """Measure MODEL decomposed by a γ against the undecomposed MODEL.
@@ -88,21 +108,29 @@ def evaluate(
     if saved is not None:  # a directory from `dse decompose --out`: its base model, γ and method
         model, gamma, method, dtype = saved.base.name, saved.config(), saved.method, saved.base.dtype
 
+    from pydantic import ValidationError
+
     from dse.baselines import BaselineStore
     from dse.evaluation import Evaluator, MeasurementSettings
     from dse.models import load_model
     from objectives.workload import Workload
 
-    settings = MeasurementSettings(
-        tasks=tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,
-        workload=Workload(prefill_tokens=prefill, decode_tokens=decode, repeats=repeats),
-        measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,
-        device=device,
-    )
+    try:
+        settings = MeasurementSettings(
+            tasks=tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,
+            workload=Workload(prefill_tokens=prefill, decode_tokens=decode, repeats=repeats),
+            measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,
+            device=device, confidence=confidence, feasibility=feasibility, max_limit=max_limit,
+            chunk_size=chunk_size, document_order=document_order, document_seed=document_seed, threads=threads,
+            ratio_width=ratio_width, max_repeats=max_repeats,
+        )
+    except ValidationError as exc:  # one line: the first problem
+        first = exc.errors()[0]
+        raise InvalidConfigError(f"{'.'.join(str(p) for p in first['loc']) or 'settings'}: {first['msg']}") from None
     # Check the tasks and data before loading a model: bad input fails in a second.
     from objectives.accuracy import AccuracyObjective
 
-    AccuracyObjective(tasks, limit=limit, batch_size=batch_size, data_dir=data_dir)
+    AccuracyObjective(tasks, limit=settings.planned_limit, batch_size=batch_size, data_dir=data_dir)
 
     loaded = load_model(model, device=device, dtype=dtype)
     if saved is None:
@@ -120,7 +148,7 @@ def evaluate(
     if baseline is None:
         baseline = evaluator.baseline()
         store.put(baseline)
-    record = evaluator.evaluate(gamma, baseline)
+    record = evaluator.evaluate(gamma, baseline, tau=tau)
 
     ppl: dict[str, Any] = {}
     if perplexity:
@@ -156,6 +184,12 @@ def evaluate(
         "params_before": record.params_before,
         "param_reduction_pct": record.param_reduction_pct,
         "max_rel_error": record.max_rel_error,
+        # ratio intervals, how they were measured, and the decision under --tau
+        **record.model_dump(mode="json", include={
+            "latency_ratio_ci", "latency_method", "energy_ratio_ci", "edp_ratio_ci", "edp_method", "repeats",
+            "noisy", "noise", "threads", "hardware", "standins", "tau", "feasible", "feasibility", "decided_by",
+            "decision_docs", "decision_ci_pp", "early_stopped", "stop_reason",
+        }),
         "method": method,
         "rank_convention": KEEP_CONVENTION if keep is not None else "absolute rank per tensor",
         **ppl,
@@ -236,14 +270,24 @@ def _print_result(result: dict[str, Any]) -> None:
         ["parameters", f"{result['params_before']:,} → {result['params']:,} "
                        f"(−{result['param_reduction_pct']:.2f}%)"],
     ]
+    if result.get("feasible") is not None:
+        verdict = "feasible" if result["feasible"] else "not feasible"
+        facts.append(["decision", f"{verdict} ({result['feasibility']}, {result['decision_docs']} documents): "
+                                  f"{result['decided_by']}"])
+    standins = result.get("standins") or {}
     if result["latency_ratio"] is not None:
-        facts.append(["latency", f"{result['latency_s']:.4f} s (×{result['latency_ratio']:.3f} of baseline)"])
+        facts.append(["latency", f"{result['latency_s']:.4f} s, ×{result['latency_ratio']:.3f}"
+                                 f"{_ci(result.get('latency_ratio_ci'))} of baseline"])
     if result["energy_ratio"] is not None:
         how = " (estimated)" if result["energy_estimated"] else ""
-        facts.append(["energy", f"{result['energy_j']:.3f} J (×{result['energy_ratio']:.3f}) via "
-                                f"{result['energy_method']}{how}"])
+        facts.append(["energy", f"{result['energy_j']:.3f} J, ×{result['energy_ratio']:.3f}"
+                                f"{_ci(result.get('energy_ratio_ci'))} via {result['energy_method']}{how}"])
     if result["edp_ratio"] is not None:
-        facts.append(["EDP ratio", f"{result['edp_ratio']:.3f}"])
+        label = f" — stand-in: {standins['edp_ratio']}" if "edp_ratio" in standins else ""
+        facts.append(["EDP ratio", f"{result['edp_ratio']:.3f}{_ci(result.get('edp_ratio_ci'))}{label}"])
+    if result.get("repeats"):
+        state = "NOISY: " + "; ".join(result.get("noise") or []) if result.get("noisy") else "quiet"
+        facts.append(["runs", f"{result['repeats']} ABBA blocks, {result['threads']} thread(s), {state}"])
     if result.get("perplexity") is not None:
         facts.append(["perplexity", f"{result['baseline_perplexity']:.2f} → {result['perplexity']:.2f} "
                                     f"({result['perplexity_tokens']} WikiText-2 tokens)"])

@@ -50,7 +50,9 @@ def space() -> None:
     """The ``space`` command group."""
 
 
-@space.command(help="Layers, decomposable tensors, their shapes, ranks and parameters.")
+@space.command(help="Layers, decomposable tensors (the names γ addresses), shapes, ranks, parameters "
+                    "and how each weight is stored (fused, Conv1D, experts). MODEL: a preset, a "
+                    "local directory with config.json, or a Hugging Face id.")
 @click.argument("model")
 @json_option
 def show(model: str, as_json: bool) -> None:
@@ -68,6 +70,9 @@ def show(model: str, as_json: bool) -> None:
             "rank": t.rank,
             "params": t.params,
             "bias": t.bias,
+            "kind": t.kind,
+            "experts": t.experts,
+            "handling": t.handling,
             "max_compressing_rank": max_compressing_rank(t.out_features, t.in_features),
         }
         for t in spec.tensors
@@ -93,13 +98,39 @@ def show(model: str, as_json: bool) -> None:
         f"{spec.name} ({spec.family}): {spec.n_layers} layers (0..{spec.n_layers - 1}), "
         f"{_num(spec.total_params)} parameters; one layer's tensors hold "
         f"{report['layer_pct']:.2f}%",
-        ["tensor", "module (in a block)", "H", "W", "rank", "params", "max compressing rank"],
+        ["tensor", "module (in a block)", "H", "W", "rank", "params", "max compressing rank",
+         "handling"],
         [
             [t["name"], t["path"], t["H"], t["W"], t["rank"], _num(t["params"]),
-             t["max_compressing_rank"]]
+             t["max_compressing_rank"], t["handling"]]
             for t in tensors
         ],
     )
+    click.echo(f"γ addresses these tensors by name: --tensors {','.join(spec.tensor_names)} (or all)")
+
+
+@space.command(help="The model families with a decomposition adapter: model types and tensor names.")
+@json_option
+def families(as_json: bool) -> None:
+    from space.families import families_table
+
+    rows = families_table()
+    if as_json:
+        emit_json({"families": rows})
+        return
+    # One line per family (a table truncates the tensor lists on narrow terminals).
+    for row in rows:
+        fused = "; ".join(f"{k} = {'|'.join(v)}" for k, v in row["fused"].items())  # type: ignore[attr-defined]
+        excluded = ", ".join(row["excluded"])  # type: ignore[arg-type]
+        line = (f"{row['family']} ({', '.join(row['model_types'])}): "  # type: ignore[arg-type]
+                f"{','.join(row['tensors'])}")  # type: ignore[arg-type]
+        if fused:
+            line += f"; fused {fused}"
+        if row["experts"]:
+            line += f"; per expert: {','.join(row['experts'])}"  # type: ignore[arg-type]
+        if excluded:
+            line += f"; never decomposed: {excluded}"
+        click.echo(line)
 
 
 @space.command(help="Exact size of the design space (Theorem 1) and of the space the rules leave. "

@@ -33,19 +33,39 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-_ROW_COLUMNS = ("#", "γ (0-based layers)", "drop pp [CI]", "EDP", "latency", "energy", "params −%", "feasible", "memo")
+_ROW_COLUMNS = ("#", "γ (0-based layers)", "drop pp [CI]", "EDP [CI]", "latency", "energy", "params −%",
+                "feasible", "memo")
+
+
+def _with_ci(value: Any, interval: Any, digits: int = 3) -> str:
+    """A value with its ``[low, high]`` interval when there is one."""
+    if value is None:
+        return "—"
+    if not interval or interval[0] is None:
+        return _fmt(value, digits)
+    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+def _edp_cell(row: dict[str, Any]) -> str:
+    """EDP ratio with its interval; a stand-in is marked (*) and a noisy measurement (noisy)."""
+    cell = _with_ci(row.get("edp_ratio"), row.get("edp_ratio_ci"))
+    if "edp_ratio" in (row.get("standins") or {}):
+        cell += " *"
+    if row.get("noisy"):
+        cell += " (noisy)"
+    return cell
 
 
 def _row_cells(row: dict[str, Any]) -> list[str]:
-    ci = ""
-    if row.get("drop_ci_low_pp") is not None and row.get("drop_ci_high_pp") is not None:
-        ci = f" [{row['drop_ci_low_pp']:.1f}, {row['drop_ci_high_pp']:.1f}]"
-    drop = "—" if row.get("accuracy_drop_pp") is None else f"{row['accuracy_drop_pp']:.2f}{ci}"
+    interval = [row.get("drop_ci_low_pp"), row.get("drop_ci_high_pp")]
+    drop = _with_ci(row.get("accuracy_drop_pp"), interval if interval[1] is not None else None, 2)
     feasible = _fmt(row["feasible"]) + (" (stopped early)" if row.get("early_stopped") else "")
+    if row.get("feasible_confident"):
+        feasible += " (confident)"
     if row.get("rejected"):
         feasible = "rejected"
     return [
-        str(row["number"]), str(row.get("gamma_label") or "—"), drop, _fmt(row.get("edp_ratio")),
+        str(row["number"]), str(row.get("gamma_label") or "—"), drop, _edp_cell(row),
         _fmt(row.get("latency_ratio")), _fmt(row.get("energy_ratio")), _fmt(row.get("param_reduction_pct"), 1),
         feasible, _fmt(row.get("memoized")),
     ]
@@ -56,6 +76,10 @@ def _print_rows(title: str, rows: Sequence[dict[str, Any]]) -> None:
         console().print(f"{title}: no trials to show")
         return
     print_table(title, _ROW_COLUMNS, [_row_cells(r) for r in rows])
+    notes = sorted({f"{key}: {why}" for r in rows for key, why in (r.get("standins") or {}).items()})
+    if notes:
+        console().print("  * stand-ins, not measurements: " + "; ".join(notes[:3])
+                        + (f" (and {len(notes) - 3} more)" if len(notes) > 3 else ""))
 
 
 def _print_best(handle: Any, best: dict[str, Any] | None) -> None:
@@ -68,10 +92,30 @@ def _print_best(handle: Any, best: dict[str, Any] | None) -> None:
         f"[bold]Best feasible configuration[/] of {handle.name} (trial {best['number']}, "
         f"objective {handle.definition.objective}):\n"
         f"  layers (0-based) {gamma.get('layers')}, tensors {gamma.get('tensors')}, rank {gamma.get('rank')}\n"
-        f"  accuracy drop {_fmt(best.get('accuracy_drop_pp'), 2)} pp (τ = {handle.definition.tau:g}), "
-        f"EDP ratio {_fmt(best.get('edp_ratio'))}, latency ratio {_fmt(best.get('latency_ratio'))}, "
+        f"  accuracy drop {_with_ci(best.get('accuracy_drop_pp'), _drop_ci(best), 2)} pp "
+        f"(τ = {handle.definition.tau:g}, {handle.definition.evaluation.feasibility}"
+        f"{', feasible with confidence' if best.get('feasible_confident') else ''}), "
+        f"EDP ratio {_edp_cell(best)}, "
+        f"latency ratio {_with_ci(best.get('latency_ratio'), best.get('latency_ratio_ci'))}, "
         f"energy ratio {_fmt(best.get('energy_ratio'))}, parameters −{_fmt(best.get('param_reduction_pct'), 1)}%"
     )
+    if best.get("decided_by"):
+        out.print(f"  decided: {best['decided_by']}")
+    for key, why in (best.get("standins") or {}).items():
+        out.print(f"  stand-in {key}: {why}")
+
+
+def _drop_ci(row: dict[str, Any]) -> list[float] | None:
+    if row.get("drop_ci_high_pp") is None:
+        return None
+    return [row["drop_ci_low_pp"], row["drop_ci_high_pp"]]
+
+
+def _feasible_line(handle: Any, counts: dict[str, int]) -> str:
+    d = handle.definition
+    return (f"{counts['feasible']} of {counts['complete']} measured trials feasible ({d.evaluation.feasibility}: "
+            f"drop < τ = {d.tau:g} pp); {counts.get('feasible_confident', 0)} feasible with "
+            f"{d.evaluation.confidence:.0%} confidence (the interval's upper bound below τ)")
 
 
 def _rule_overrides(current: dict[str, Any], items: Sequence[str]) -> dict[str, Any] | None:
@@ -186,6 +230,7 @@ def _report(handle: Any, as_json: bool) -> None:
             f"{stats.early_stopped} stopped early, {stats.rejected} rejected by the rules, "
             f"{stats.reaped} stale trial(s) recovered this run (stopped by {stats.stopped_by})"
         )
+    out.print(_feasible_line(handle, handle.counts()))
     _print_best(handle, best)
     _print_rows(f"Pareto front ({' vs '.join(metrics)}, feasible)", front)
     if handle.plot_paths:
@@ -241,6 +286,9 @@ def show(name: str, storage: str | None, as_json: bool) -> None:
                   f"{base['params']:,} parameters")
     c = summary["counts"]
     print_table("Trials", list(c), [[str(v) for v in c.values()]])
+    out.print(_feasible_line(handle, c))
+    measured = [r for r in handle.trials() if r["state"] == "COMPLETE" and not r["rejected"]]
+    _print_rows("Measured trials (drop and EDP ratio with their intervals)", measured)
     _print_best(handle, summary["best"])
 
 

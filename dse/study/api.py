@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from dse.study.definition import StudyDefinition, load_definition
+from dse.study.feasibility import Rule
 from dse.study.goals import GOALS, Goal
 from dse.study.lifecycle import (
     BASELINE_ATTR,
@@ -67,9 +68,18 @@ class StudyHandle:
     def paper_seeds(self) -> dict[str, Any]:
         return dict(self.study.user_attrs.get(SEEDS_ATTR, {}))
 
+    @property
+    def rule(self) -> Rule:
+        """The current definition's decision rule: stored trials are judged against it."""
+        from dse.study.runner import measurement_settings
+
+        ev = self.definition.evaluation
+        return Rule(tau=self.definition.tau, mode=ev.feasibility, confidence=ev.confidence,
+                    accuracy_key=measurement_settings(self.definition).accuracy_key())
+
     def trials(self, *, include_rejected: bool = True, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-        """Every trial as a row (the ``export`` JSON objects), by number."""
-        rows = trial_rows(self.study, include_rejected=include_rejected)
+        """Every trial as a row (the ``export`` JSON objects), by number, judged under the current definition."""
+        rows = trial_rows(self.study, include_rejected=include_rejected, rule=self.rule)
         notes: dict[int, str] = {}
         if any(r["state"] == "FAIL" and not r.get("fail_reason") for r in rows):
             notes = _claim_notes(self.target, self.name)

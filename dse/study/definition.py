@@ -70,9 +70,28 @@ class EvaluationSection(BaseModel):
         description="Documents per task per chunk for the early stop of hopeless trials; None disables it.",
     )
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    feasibility: Literal["point", "confident", "adaptive"] = Field(
+        default="point",
+        description="point: drop below τ (the paper's Def. 1); confident: the interval's upper bound below τ; "
+                    "adaptive: confident, evaluating more documents (up to max_limit) while the interval straddles τ.",
+    )
+    max_limit: int | None = Field(default=None, ge=1, description="Documents per task adaptive may go up to.")
+    document_order: Literal["seeded", "file"] = Field(
+        default="seeded", description="seeded: a random order fixed by document_seed (same for baseline and trials).",
+    )
+    document_seed: int = Field(default=0, ge=0)
+    threads: int | None = Field(default=None, ge=1, description="Threads of the timed runs (default: usable cores).")
+    ratio_width: float = Field(default=0.02, gt=0.0, lt=1.0, description="Target ± of the latency ratio's interval.")
+    max_repeats: int = Field(default=8, ge=2, description="ABBA blocks at most for the efficiency ratios.")
     measure_latency: bool = True
     measure_energy: bool = True
     measure_memory: bool = True
+
+    @model_validator(mode="after")
+    def _limits(self) -> EvaluationSection:
+        if self.max_limit is not None and self.limit is not None and self.max_limit < self.limit:
+            raise ValueError(f"max_limit ({self.max_limit}) must be at least limit ({self.limit})")
+        return self
 
     @field_validator("tasks", mode="before")
     @classmethod

@@ -66,6 +66,8 @@ def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
         measure_energy=ev.measure_energy, measure_memory=ev.measure_memory, chunk_size=ev.chunk_size,
         confidence=ev.confidence, method=ev.method, device=definition.device,
         calibration=calibration_key(definition),
+        feasibility=ev.feasibility, max_limit=ev.max_limit, document_order=ev.document_order,
+        document_seed=ev.document_seed, threads=ev.threads, ratio_width=ev.ratio_width, max_repeats=ev.max_repeats,
     )
 
 

@@ -178,15 +178,16 @@ class EngineTables:
     def memo_get(self, fingerprint: str, settings_key: str, gamma_hash: str, *, tau: float | None) -> MemoEntry | None:
         """A stored measurement of γ valid for ``tau``, or None.
 
-        A full measurement answers any τ. An early-stopped one was stopped because its drop
-        was above its own τ with high confidence, so it answers only a τ at most that large.
+        ``tau=None``: the measurement whatever its decision (the caller re-derives the
+        decision from its per-document results, see ``Evaluator.rederive``). Otherwise a
+        full measurement answers any τ, and an early-stopped one only a τ at most its own.
         """
 
         def work(session: Session) -> MemoEntry | None:
             row = session.get(MemoModel, (fingerprint, settings_key, gamma_hash))
             if row is None:
                 return None
-            if row.early_stopped and (tau is None or row.tau is None or tau > row.tau):
+            if tau is not None and row.early_stopped and (row.tau is None or tau > row.tau):
                 return None
             return MemoEntry(record=json.loads(row.record), study_name=row.study_name,
                              early_stopped=row.early_stopped, tau=row.tau)

@@ -115,6 +115,22 @@ def _seeds(ax: Axes, rows: Sequence[dict[str, Any]], x: str, y: str) -> None:
                     textcoords="offset points", xytext=(6, 4), fontsize=7)
 
 
+def _intervals(ax: Axes, rows: Sequence[dict[str, Any]], x: str, y: str) -> None:
+    """Each trial's 95 % intervals as error bars; stand-in values (not measured) ringed and labelled."""
+    pts = [r for r in rows if r.get(x) is not None and r.get(y) is not None]
+    for r in pts:
+        xci = r.get(f"{x}_ci")
+        yci = [r.get("drop_ci_low_pp"), r.get("drop_ci_high_pp")] if y == "accuracy_drop_pp" else r.get(f"{y}_ci")
+        xerr = [[r[x] - xci[0]], [xci[1] - r[x]]] if xci and None not in xci else None
+        yerr = [[r[y] - yci[0]], [yci[1] - r[y]]] if yci and None not in yci else None
+        if xerr or yerr:
+            ax.errorbar(r[x], r[y], xerr=xerr, yerr=yerr, fmt="none", ecolor="tab:gray", alpha=0.35, lw=0.8)
+    standins = [r for r in pts if {x, y} & set(r.get("standins") or {})]
+    if standins:
+        ax.scatter([r[x] for r in standins], [r[y] for r in standins], marker="s", s=90, facecolors="none",
+                   edgecolors="tab:orange", label="stand-in value (see standins)")
+
+
 def _pareto(plt: Any, rows: Sequence[dict[str, Any]], tau: float, path: Path, title: str, dpi: int,
             caption: str | None) -> None:
     has_edp = any(r.get("edp_ratio") is not None for r in _measured(rows))
@@ -127,6 +143,7 @@ def _pareto(plt: Any, rows: Sequence[dict[str, Any]], tau: float, path: Path, ti
         _scatter_trials(ax, measured, x, "accuracy_drop_pp")
         _front_line(ax, measured, x, "accuracy_drop_pp")
         _seeds(ax, measured, x, "accuracy_drop_pp")
+        _intervals(ax, measured, x, "accuracy_drop_pp")
         ax.axhline(tau, color="tab:red", ls="--", lw=1, label=f"τ = {tau:g} pp")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy drop (pp), 95% CI")

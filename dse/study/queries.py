@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dse.study.feasibility import Rule, judge_row
 from dse.study.goals import CONSTRAINT_KEY, METRIC_DIRECTIONS, Goal
 from space.errors import InvalidConfigError, UnknownNameError
 
@@ -36,11 +37,14 @@ __all__ = [
 
 # Keys of every row, in export order (per_task, gamma and the lists are kept as objects).
 ROW_KEYS: tuple[str, ...] = (
-    "number", "state", "feasible", "memoized", "rejected", "early_stopped", "paper_seed", "retry_of",
-    "screened", "kl_divergence", "screen_reason",
+    "number", "state", "feasible", "feasible_confident", "memoized", "rejected", "early_stopped", "paper_seed",
+    "retry_of", "screened", "kl_divergence", "screen_reason",
     "gamma", "gamma_hash", "gamma_label",
     "accuracy", "baseline_accuracy", "accuracy_drop_pp", "drop_ci_low_pp", "drop_ci_high_pp",
-    "edp_ratio", "latency_ratio", "energy_ratio", "memory_ratio",
+    "tau", "feasibility", "decided_by", "decision_docs", "decision_ci_pp", "decision_confidence", "accuracy_key",
+    "edp_ratio", "edp_ratio_ci", "edp_method", "latency_ratio", "latency_ratio_ci", "latency_method",
+    "energy_ratio", "energy_ratio_ci",
+    "memory_ratio", "repeats", "noisy", "noise", "threads", "hardware",
     "latency_s", "energy_j", "energy_method", "energy_estimated", "memory_bytes",
     "params", "params_before", "param_reduction_pct",
     "per_task", "values", "constraint", "standins", "stop_reason", "reject_reason", "fail_reason",
@@ -49,8 +53,8 @@ ROW_KEYS: tuple[str, ...] = (
 )
 
 
-def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """One trial as a row (see the module docstring)."""
+def trial_row(trial: optuna.trial.FrozenTrial, rule: Rule | None = None) -> dict[str, Any]:
+    """One trial as a row (see the module docstring); ``rule`` re-judges its feasibility."""
     attrs = trial.user_attrs
     constraint = trial.constraints.get(CONSTRAINT_KEY)
     complete = trial.state.name == "COMPLETE"
@@ -75,15 +79,17 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         datetime_start=trial.datetime_start.isoformat() if trial.datetime_start else None,
         datetime_complete=trial.datetime_complete.isoformat() if trial.datetime_complete else None,
     )
+    if rule is not None:
+        judge_row(row, rule)
     return row
 
 
-def trial_rows(study: optuna.Study, *, include_rejected: bool = True) -> list[dict[str, Any]]:
-    """Every trial of ``study`` as a row, by number."""
+def trial_rows(study: optuna.Study, *, include_rejected: bool = True, rule: Rule | None = None) -> list[dict[str, Any]]:
+    """Every trial of ``study`` as a row, by number; ``rule``: judged under the current definition."""
     from dse.study.storage import retrying
 
     trials = retrying(lambda: study.get_trials(deepcopy=False))
-    rows = [trial_row(t) for t in trials]
+    rows = [trial_row(t, rule) for t in trials]
     if not include_rejected:
         rows = [r for r in rows if not r["rejected"]]
     return sorted(rows, key=lambda r: r["number"])
@@ -165,6 +171,8 @@ def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
         "trials": len(rows),
         "complete": len(measured),
         "feasible": sum(1 for r in measured if r["feasible"]),
+        # upper bound of the (look-corrected) interval below τ: feasible with the study's confidence
+        "feasible_confident": sum(1 for r in measured if r.get("feasible_confident")),
         "infeasible": sum(1 for r in measured if not r["feasible"]),
         "early_stopped": sum(1 for r in measured if r["early_stopped"]),
         "memoized": sum(1 for r in measured if r["memoized"]),
@@ -174,6 +182,11 @@ def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
         "running": sum(1 for r in rows if r["state"] == "RUNNING"),
         "waiting": sum(1 for r in rows if r["state"] == "WAITING"),
     }
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: intervals and lists as JSON (``[low, high]``)."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 _CSV_SCALARS = tuple(k for k in ROW_KEYS if k not in ("gamma", "per_task", "values", "standins", "versions"))
@@ -202,7 +215,7 @@ def export_text(rows: Sequence[dict[str, Any]], fmt: str) -> str:
             " ".join(str(x) for x in gamma.get("tensors", [])),
             json.dumps(rank) if isinstance(rank, dict) else rank,
         ]
-        line += [row.get(k) for k in _CSV_SCALARS if k not in ("number", "state")]
+        line += [_cell(row.get(k)) for k in _CSV_SCALARS if k not in ("number", "state")]
         per_task = row.get("per_task") or {}
         for task in tasks:
             entry = per_task.get(task) or {}

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from dse.study.claims import Claim
 from dse.study.dashboard import gamma_attrs, record_constraint
 from dse.study.encoding import RejectedGamma, check_gamma
-from dse.study.goals import REJECTED_CONSTRAINT, constraint_value, standin_ratios
+from dse.study.feasibility import constraint_for
+from dse.study.goals import REJECTED_CONSTRAINT, standin_ratios
 from dse.study.memo import MemoEntry, worker_owner
 from dse.study.progress import Progress
 from dse.study.reaper import reconcile, settle_claim
@@ -110,7 +111,7 @@ class Worker:
         self.baseline = baseline
         self.owner = worker_owner()
         self.fingerprint = evaluator.loaded.fingerprint
-        self.settings_key = evaluator.settings.key()
+        self.settings_key = evaluator.memo_key()
         self.stats = WorkerStats()
         self.progress = Progress(prepared, enabled=progress)
         self.kl_screen: Any = None  # dse.screen.StudyScreen, when the definition screens
@@ -230,7 +231,8 @@ class Worker:
         A γ another running claim is measuring is waited for (its record lands in the memo)
         rather than measured twice; if that claim ends without one, this one takes over.
         """
-        tables, tau = self.p.tables, self.p.definition.tau
+        # tau=None: the memo gives a measurement; its decision is re-derived under this study's τ.
+        tables, tau = self.p.tables, None
         key = f"{self.fingerprint}|{self.settings_key}|{gamma_hash}"
         next_reconcile = time.monotonic() + 1.0
         while True:
@@ -271,11 +273,13 @@ class Worker:
         for key, value in gamma_attrs(gamma.canonical(spec), spec, definition.evaluation.method).items():
             trial.set_user_attr(key, value)
         entry = self._memo_or_slot(gamma_hash, claim)
-        if entry is not None:
-            record = entry.record
+        rederived = None if entry is None else self.evaluator.rederive(entry.record, self.baseline, definition.tau)
+        if entry is not None and rederived is not None:
+            record = rederived.model_dump(mode="json")
             trial.set_user_attr("memo_study", entry.study_name)
             self.stats.memoized += 1
         else:
+            entry = None
             screen = self._screen_decision(gamma) if definition.screen else None  # KL screen: dse/screen.py
             if screen is not None and screen.skip:
                 from dse.screen import tell_screened
@@ -284,8 +288,7 @@ class Worker:
                 reduction = parameter_report(spec, gamma).param_reduction_pct
                 tell_screened(self.p.study, trial, screen, self.p.goal.metrics, reduction)
                 return _DONE
-            tau = definition.tau if definition.evaluation.chunk_size is not None else None
-            measured = self.evaluator.evaluate(gamma, self.baseline, tau=tau)
+            measured = self.evaluator.evaluate(gamma, self.baseline, tau=definition.tau)
             record = measured.model_dump(mode="json") | ({"kl_divergence": screen.kl} if screen else {})
             self.p.tables.memo_put(self.fingerprint, self.settings_key, record, tau=definition.tau,
                                    study_name=definition.study_name)
@@ -293,10 +296,11 @@ class Worker:
         if record.get("early_stopped"):
             self.stats.early_stopped += 1
         values, standins = goal.values(record)
-        constraint = constraint_value(float(record["accuracy_drop_pp"]), definition.tau)
+        standins = {**(record.get("standins") or {}), **standins}
+        constraint = constraint_for(record, definition.tau, definition.evaluation.feasibility)
         record_constraint(trial, constraint)
         for key, value in record.items():
-            if key not in ("gamma", "gamma_hash", "gamma_label"):
+            if key not in ("gamma", "gamma_hash", "gamma_label", "per_doc", "standins"):
                 trial.set_user_attr(key, value)
         trial.set_user_attr("memoized", entry is not None)
         trial.set_user_attr("rejected", False)

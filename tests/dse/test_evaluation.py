@@ -71,7 +71,8 @@ def test_hopeless_trial_stops_after_one_chunk(tiny_llama, data_dir, baseline, ev
     assert record.early_stopped
     assert record.per_task["dse_arc_easy"].n_docs == 2
     assert record.latency_s is None and record.edp_ratio is None
-    assert "τ=-1000.0" in (record.stop_reason or "")
+    assert "τ=-1000 pp" in (record.stop_reason or "")
+    assert record.feasible is False and record.decision_docs == 2 and record.decided_by == record.stop_reason
 
 
 def test_settings_keys_separate_accuracy_from_efficiency() -> None:
@@ -123,3 +124,41 @@ def test_memo_key_separates_devices_but_the_accuracy_baseline_is_shared() -> Non
     cpu, gpu = _settings(device="cpu"), _settings(device="cuda")
     assert cpu.key() != gpu.key()
     assert cpu.accuracy_key() == gpu.accuracy_key()
+
+
+def test_memo_reuses_the_measurement_and_rederives_the_decision(tiny_llama, data_dir, baseline, evaluator) -> None:  # type: ignore[no-untyped-def]
+    chunked = Evaluator(
+        tiny_llama, _settings(data_dir=str(data_dir), chunk_size=2, measure_latency=False, measure_energy=False,
+                              measure_memory=False),
+        cache=evaluator.cache, progress=False,
+    )
+    gamma = DecompositionConfig(layers=(1,), rank=1)
+    full = chunked.evaluate(gamma, baseline, tau=100.0)
+    assert full.feasible and full.decision_docs == 6 and full.per_doc is not None
+    assert len(full.per_doc["dse_arc_easy"]) == 6
+    stored = full.model_dump(mode="json")
+    # The same τ: the same decision, from the stored per-document results alone.
+    again = chunked.rederive(stored, baseline, 100.0)
+    assert again is not None
+    assert (again.feasible, again.decision_docs, again.accuracy_drop_pp) == (True, 6, full.accuracy_drop_pp)
+    # A τ the full measurement stops under: the record a fresh run would make (stopped at the first look).
+    fresh = chunked.evaluate(gamma, baseline, tau=-1000.0)
+    judged = chunked.rederive(stored, baseline, -1000.0)
+    assert judged is not None and judged.early_stopped and fresh.early_stopped
+    assert (judged.decision_docs, judged.decided_by, judged.accuracy_drop_pp) == (
+        fresh.decision_docs, fresh.decided_by, fresh.accuracy_drop_pp)
+    # An early stop never answers a τ under which the γ would have gone on: measured again.
+    assert chunked.rederive(fresh.model_dump(mode="json"), baseline, 100.0) is None
+
+
+def test_confident_mode_needs_the_upper_bound_below_tau(tiny_llama, data_dir, baseline, evaluator) -> None:  # type: ignore[no-untyped-def]
+    confident = Evaluator(
+        tiny_llama, _settings(data_dir=str(data_dir), feasibility="confident", measure_latency=False,
+                              measure_energy=False, measure_memory=False),
+        cache=evaluator.cache, progress=False,
+    )
+    record = confident.evaluate(DecompositionConfig(layers=(3,), rank=1), baseline, tau=4.0)
+    assert record.decision_ci_pp is not None
+    # Six documents give an interval tens of pp wide: never confidently below τ = 4 pp.
+    assert record.decision_ci_pp[1] > 4.0 and record.feasible is False
+    assert record.feasibility == "confident" and "straddling" in (record.decided_by or "")

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from objectives.accuracy import AccuracyObjective, _quiet_lm_eval, _wrapped
+from objectives.accuracy import AccuracyObjective
 from objectives.fast_lm import _batches, _pack, _Row, fast_lm_class, supports
 from objectives.fast_lm_prefix import PrefixStore
+from objectives.harness import quiet_lm_eval, wrapped_lm
 from space.config import DecompositionConfig
 
 TOLERANCE = 1e-4  # the bound on a per-request log-likelihood difference
@@ -22,14 +23,14 @@ def _samples(
     from lm_eval.evaluator import evaluate
 
     out: dict[tuple[str, int, str], dict[str, Any]] = {}
-    with _wrapped(target, 8, fast=fast, prefix_store=store) as lm:
+    with wrapped_lm(target, 8, fast=fast, prefix_store=store) as lm:
         for plan in objective._load_plans():
             samples: dict[str, list[int]] = {}
             for leaf, index in plan.order:
                 if leaf in samples or len(samples) < leaves:
                     samples.setdefault(leaf, []).append(index)
             task_dict = {"tasks": {leaf: plan.leaves[leaf] for leaf in samples}, "groups": {}}
-            with _quiet_lm_eval():
+            with quiet_lm_eval():
                 output = evaluate(lm=lm, task_dict=task_dict, samples=samples, bootstrap_iters=0, log_samples=True)
             for leaf, examples in output["samples"].items():
                 for example in examples:
@@ -117,8 +118,8 @@ def test_fast_path_runs_fewer_forwards_than_requests(tiny_llama: Any, data_dir: 
     from lm_eval.evaluator import evaluate
 
     plan = objective._load_plans()[0]
-    with _wrapped(tiny_llama.target(), 8, fast=True) as lm:
-        with _quiet_lm_eval():
+    with wrapped_lm(tiny_llama.target(), 8, fast=True) as lm:
+        with quiet_lm_eval():
             evaluate(lm=lm, task_dict={"tasks": plan.leaves, "groups": {}},
                      samples={"dse_hellaswag": list(range(6))}, bootstrap_iters=0)
         assert isinstance(lm, fast_lm_class())

@@ -33,7 +33,12 @@ def test_bert_preset(preset: Callable[[str], ModelSpec]) -> None:
 def test_every_preset_loads(preset: Callable[[str], ModelSpec]) -> None:
     layers = {name: preset(name).n_layers for name in PRESETS.names()}
     assert layers == {"bert-base": 12, "bert-large": 24, "llama2-13b": 40, "llama2-70b": 80,
-                      "llama2-7b": 32, "smollm2-135m": 30, "tiny-llama": 4}
+                      "llama2-7b": 32, "smollm2-135m": 30, "tiny-llama": 4,
+                      # one real configuration per family (tests/families checks their counts)
+                      "gemma-2b": 18, "gemma2-2b": 26, "gemma3-1b": 26, "phi3-mini": 32, "phi4": 40,
+                      "gpt2": 12, "pythia-160m": 12, "opt-125m": 12, "olmo2-7b": 32,
+                      "granite3-2b": 40, "starcoder2-3b": 30, "mixtral-8x7b": 32,
+                      "qwen1.5-moe-a2.7b": 24, "qwen3-30b-a3b": 48}
 
 
 def test_local_config_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

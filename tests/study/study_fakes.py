@@ -60,6 +60,13 @@ class FakeEvaluator:
         self.sleep = float(os.environ.get("STUDY_FAKE_SLEEP", "0")) if sleep is None else sleep
         self.baselines = 0
 
+    def memo_key(self) -> str:
+        return self.settings.key()
+
+    def rederive(self, record: dict[str, Any], baseline: BaselineRecord, tau: float) -> TrialRecord | None:
+        """The fake keeps no per-document results: a stored early stop is measured again."""
+        return None if record.get("early_stopped") else TrialRecord.model_validate(record)
+
     def baseline(self) -> BaselineRecord:
         self.baselines += 1
         tasks = self.settings.tasks

@@ -95,7 +95,7 @@ def test_trials_hold_every_measurement(tiny_run: dict[str, Any]) -> None:
     for trial in handle.study.trials:
         attrs = trial.user_attrs
         assert trial.state.name == "COMPLETE"
-        assert set(TrialRecord.model_fields) <= set(attrs)
+        assert set(TrialRecord.model_fields) - {"per_doc", "standins"} <= set(attrs)  # per_doc: memo only
         assert {task: rec["n_docs"] for task, rec in attrs["per_task"].items()} == {"dse_arc_easy": 5, "dse_piqa": 5}
         gamma = DecompositionConfig(**{k: attrs["gamma"][k] for k in ("layers", "tensors", "rank")})
         report = parameter_report(spec, gamma)
