@@ -253,7 +253,9 @@ def t_quantile(p: float, df: float) -> float:
         return 0.0
     if df > _EXACT_T_MAX_DF:
         return _cornish_fisher(p, df)
-    nu = math.floor(df)
+    # Welch-Satterthwaite df of one task is that task's df up to rounding (13.999999...):
+    # snap to the integer before rounding down, or swapping the models would change the interval.
+    nu = math.floor(df + 1e-9)
     target = 2.0 * p - 1.0  # P(|T| <= t)
     low, high = 0.0, 1.0
     while _t_central_mass(high, nu) < target:

@@ -207,3 +207,12 @@ def test_swapping_the_models_negates_the_drop_and_mirrors_the_interval(pairs: li
     assert forward.drop_pp == pytest.approx(-backward.drop_pp, abs=1e-9)
     assert forward.ci_low_pp == pytest.approx(-backward.ci_high_pp, abs=1e-9)
     assert -100.0 <= forward.ci_low_pp <= forward.ci_high_pp <= 100.0
+
+
+def test_swapped_models_mirror_the_interval_when_welch_df_rounds_below_an_integer() -> None:
+    # Found by hypothesis: Welch's df for one task came out as 13.999... one way and 14 the other.
+    base = measurement({"a": [0.0] * 7 + [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]})
+    comp = measurement({"a": [0.0] * 7 + [1.0, 0.0, 1.0, 1.0, 1.0, 0.0]})
+    forward, backward = paired_drop(base, comp), paired_drop(comp, base)
+    assert forward.ci_low_pp == pytest.approx(-backward.ci_high_pp, abs=1e-9)
+    assert forward.ci_high_pp == pytest.approx(-backward.ci_low_pp, abs=1e-9)
