@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 from dse.study.claims import TOTAL_POOL
 from dse.study.dashboard import name_objectives
 from dse.study.definition import StudyDefinition, definition_diff
-from dse.study.encoding import Encoding, SearchSpace, build_search_space, make_encoding, paper_configs
+from dse.study.encoding import Encoding, make_encoding, paper_configs
 from dse.study.goals import GOALS, Goal
 from dse.study.memo import EngineTables, worker_owner
+from dse.study.search_space import SearchSpace, build_search_space
 from dse.study.storage import StorageTarget, check_storage, open_optuna_storage, retrying
 from space.errors import InvalidConfigError, StorageError, UnknownNameError
 
@@ -335,17 +336,14 @@ def baseline_summary(record: BaselineRecord) -> dict[str, Any]:
 
 def ensure_baseline(prepared: Prepared, evaluator: Evaluator) -> BaselineRecord:
     """The stored baseline for this model and settings, or a new measurement of it."""
-    from dse.evaluation import BaselineRecord
+    from dse.baselines import BaselineStore
 
-    fingerprint = evaluator.loaded.fingerprint
-    key = evaluator.settings.accuracy_key()
-    stored = prepared.tables.baseline_get(fingerprint, key)
-    if stored is not None:
-        baseline = BaselineRecord.model_validate(stored)
-    else:
+    store = BaselineStore(prepared.tables)
+    baseline = store.get(evaluator.loaded.fingerprint, evaluator.settings.accuracy_key())
+    if baseline is None:
         logger.info("measuring the baseline of %s", prepared.definition.model)
         baseline = evaluator.baseline()
-        prepared.tables.baseline_put(fingerprint, key, baseline.model_dump(mode="json"))
+        store.put(baseline)
     summary = baseline_summary(baseline)
     if prepared.study.user_attrs.get(BASELINE_ATTR) != summary:
         retrying(lambda: prepared.study.set_user_attr(BASELINE_ATTR, summary))

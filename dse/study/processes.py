@@ -72,7 +72,7 @@ def _child_worker(definition_json: str, pool: str, index: int, parent_pid: int,
     try:
         die_with_parent(parent_pid)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        from dse.evaluation import BaselineRecord
+        from dse.baselines import BaselineStore
         from space.quiet import library_warnings_once
 
         library_warnings_once()
@@ -80,9 +80,9 @@ def _child_worker(definition_json: str, pool: str, index: int, parent_pid: int,
         definition = StudyDefinition.model_validate(json.loads(definition_json))
         prepared = prepare(definition, force=True, resume_only=True, pool=pool)
         evaluator = (factory or default_evaluator_factory)(definition, progress=False)
-        stored = prepared.tables.baseline_get(evaluator.loaded.fingerprint, evaluator.settings.accuracy_key())
+        stored = BaselineStore(prepared.tables).get(evaluator.loaded.fingerprint, evaluator.settings.accuracy_key())
         assert stored is not None, "the parent measures the baseline before starting workers"
-        worker = Worker(prepared, evaluator, BaselineRecord.model_validate(stored), progress=False)
+        worker = Worker(prepared, evaluator, stored, progress=False)
         stats = worker.stats
         worker.run()
     except KeyboardInterrupt as exc:

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from dse.study.claims import Claim
 from dse.study.dashboard import gamma_attrs, record_constraint
-from dse.study.encoding import RejectedGamma, check_gamma
+from dse.study.encoding import RejectedGamma
 from dse.study.feasibility import constraint_for
 from dse.study.goals import REJECTED_CONSTRAINT, standin_ratios
 from dse.study.memo import MemoEntry, worker_owner
 from dse.study.progress import Progress
 from dse.study.reaper import reconcile, settle_claim
 from dse.study.samplers import make_sampler
+from dse.study.search_space import check_gamma
 from dse.study.storage import retrying
 from space.errors import InvalidConfigError
 
