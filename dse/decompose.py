@@ -22,6 +22,9 @@ Two SVD algorithms sit behind ``svd``:
 
 Errors are always computed in float64: a float32 norm of a 45M-element tensor is off
 by ~0.35 %.
+
+One module because the factor algorithms (full and randomized SVD, HOOI) share their
+numerics: compute dtype, sign convention, error measures.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ per-document results) is stored and reused across processes. Latency and energy 
 ratios from paired ABBA runs of the original and decomposed modules, with intervals
 (:mod:`objectives.efficiency`); the baseline record's own latency and energy are for
 information only.
+
+One module because it is one trial, read top to bottom.
 """
 
 from __future__ import annotations

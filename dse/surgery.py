@@ -13,6 +13,9 @@ parameters) is :mod:`dse.adapters`' job. Two expert tensors of one layer (``gate
 
 The originals are kept on the :class:`~dse.models.LoadedModel` (``originals``: module
 path -> original module; ``applied``: the :class:`SurgeryReport` of the installed γ).
+
+One module because applying and undoing share the record of what was swapped, which is
+what makes the undo exact.
 """
 
 from __future__ import annotations

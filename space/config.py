@@ -2,6 +2,9 @@
 
 Layer indices are 0-based everywhere (the paper's tables are 1-based: its layer 3 is
 our layer 2).
+
+One module because it is one thing: γ, its validation (Def. 2–4, Prop. 1), its canonical
+form and hash, and the parsing of its CLI spellings.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Thin commands: parse the flags, call :mod:`dse.study.api`, print a table (or with
 ``--json`` exactly one JSON object or list on stdout; progress bars go to stderr).
+
+One module because it is the ``dse study`` group: each subcommand parses, calls
+:mod:`dse.study.api` and prints.
 """
 
 from __future__ import annotations

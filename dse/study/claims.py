@@ -30,6 +30,9 @@ whose trial did not complete comes back. Finding dead workers is Optuna's heartb
 (:mod:`dse.study.reaper`); these tables add only what it lacks: a budget shared by
 processes and machines (``optimize(n_trials=…)`` counts per process) and the link
 between a slot and its trial.
+
+One module because the protocol is one thing: every step's transaction sits beside the
+invariant it keeps.
 """
 
 from __future__ import annotations

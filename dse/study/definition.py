@@ -10,6 +10,9 @@ definition is refused (see :func:`definition_diff`).
 
 Every section refuses unknown keys and wrong types (``extra="forbid"``), so a typo in a
 study file is one error line naming the key, never a silently ignored setting.
+
+One module because the definition's sections and their validators are one schema
+(docs/study.md documents it field by field).
 """
 
 from __future__ import annotations

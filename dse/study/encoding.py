@@ -22,6 +22,9 @@ trial, which multivariate TPE, NSGA-II and GP need):
 The tensor set (a categorical over the sets the rules allow, e.g. only "all" under
 ``whole-layers``) and the rank (only 1 under ``rank-one``) are shared by the compact
 encodings.
+
+One module because the three encodings share their parameter helpers and registry, and the
+Table IV seeds are encoded through them; the searched space itself is :mod:`dse.study.search_space`.
 """
 
 from __future__ import annotations

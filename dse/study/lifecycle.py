@@ -8,8 +8,11 @@
    across processes: the first to insert the study's row in ``dse_studies`` creates it,
    the others wait until it is ready (a creator that died is taken over after the grace
    period), so N processes starting at once on a fresh database make one study.
-3. Load the model, take the baseline from the memo tables or measure it (once per model
-   fingerprint and settings), store it in the study.
+3. Load the model, take the baseline from the baseline store (:mod:`dse.baselines`, the
+   study database's ``dse_baselines``) or measure it (once per model fingerprint and
+   settings), store it in the study.
+
+One module because these are the steps before the workers start, in their order.
 """
 
 from __future__ import annotations

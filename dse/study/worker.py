@@ -10,6 +10,8 @@ Why our own loop and not ``study.optimize``: a rejected γ must not count as a t
 budget, and the budget is shared by processes and machines (``optimize(n_trials=…)``
 counts per process). The heartbeat is Optuna's (``RDBStorage.record_heartbeat``), run here
 in a thread because Optuna starts its own only inside ``optimize``.
+
+One module because it is one loop; the steps it calls live in their own modules.
 """
 
 from __future__ import annotations
