@@ -14,6 +14,12 @@ fi
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 run_as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 password=${DSE_TEST_POSTGRES_PASSWORD:-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+# Always a new cluster: a data directory left by an earlier run (same machine, /tmp kept) has
+# another password, so stop whatever runs on it and start over.
+if [ -f "$data_dir/PG_VERSION" ]; then
+  run_as_postgres "$bin/pg_ctl" -D "$data_dir" -m immediate stop >/dev/null 2>&1 || true
+fi
+rm -rf "$data_dir"
 if [ ! -f "$data_dir/PG_VERSION" ]; then
   mkdir -p "$data_dir"
   [ "$(id -u)" = 0 ] && chown postgres "$data_dir"
