@@ -50,6 +50,20 @@ class _KeepEncoding(Encoding):
     def _keep_param(self, name: str) -> Param:
         return Param(name, "float", self.space.keep_min, 1.0)
 
+    def _encode_uniform(self, gamma: DecompositionConfig, *, flat: dict[str, float]) -> dict[str, Any] | None:
+        """Parameters for a γ with one keep everywhere: ``flat`` sets the shape parameter to its neutral value."""
+        if gamma.keep is None or gamma.keep >= UNTOUCHED or tuple(gamma.layers) != tuple(self.space.layers):
+            return None
+        if gamma.tensors != "all" and tuple(gamma.tensors) != self.space.spec.tensor_names:
+            return None
+        method = gamma.method or "svd"
+        if method not in self.methods:
+            return None
+        params: dict[str, Any] = {"keep": gamma.keep, **flat}
+        if len(self.methods) > 1:
+            params["method"] = method
+        return params
+
     def _gamma(self, keeps: Mapping[tuple[int, str], float], method: str) -> DecompositionConfig:
         """γ decomposing every pair whose keep is below UNTOUCHED, at its own rank."""
         spec = self.space.spec
@@ -116,17 +130,7 @@ class ProfileEncoding(_KeepEncoding):
         return self._gamma(keeps, self._method(params))
 
     def encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
-        if gamma.keep is None or gamma.keep >= UNTOUCHED or tuple(gamma.layers) != tuple(self.space.layers):
-            return None
-        if gamma.tensors != "all" and tuple(gamma.tensors) != self.space.spec.tensor_names:
-            return None
-        method = gamma.method or "svd"
-        if method not in self.methods:
-            return None
-        params: dict[str, Any] = {"keep": gamma.keep, "slope": 0.0}
-        if len(self.methods) > 1:
-            params["method"] = method
-        return params
+        return self._encode_uniform(gamma, flat={"slope": 0.0})
 
 
 for _cls in (RatiosEncoding, ProfileEncoding):
@@ -167,17 +171,7 @@ class SpectrumEncoding(_KeepEncoding):
                                    method=self._method(params), two_factor=True)
 
     def encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
-        if gamma.keep is None or gamma.keep >= UNTOUCHED or tuple(gamma.layers) != tuple(self.space.layers):
-            return None
-        if gamma.tensors != "all" and tuple(gamma.tensors) != self.space.spec.tensor_names:
-            return None
-        method = gamma.method or "svd"
-        if method not in self.methods:
-            return None
-        params: dict[str, Any] = {"keep": gamma.keep, "strength": 0.0}
-        if len(self.methods) > 1:
-            params["method"] = method
-        return params
+        return self._encode_uniform(gamma, flat={"strength": 0.0})
 
 
 ENCODINGS.register(SpectrumEncoding.name, SpectrumEncoding)
