@@ -86,6 +86,10 @@ def test_profile_encoding_slopes_across_depth() -> None:
     ranks = {(p.layer, p.tensor): p.rank for p in gamma.validate_for(SPEC)}
     assert ranks[(0, "q")] < ranks[(15, "q")] < ranks[(29, "q")]
     assert ranks[(0, "q")] == rank_for_keep(576, 576, 0.65)
+    uniform = DecompositionConfig(layers=ALL, keep=0.8, method="svd-llm")
+    assert encoding.encode(uniform) == {"keep": 0.8, "slope": 0.0, "method": "svd-llm"}
+    assert encoding.decode(encoding.encode(uniform) or {}).validate_for(SPEC) == uniform.validate_for(SPEC)
+    assert encoding.encode(DecompositionConfig(layers=(0, 1), keep=0.8, method="svd-llm")) is None  # not every layer
 
 
 def test_budget_goal_needs_its_budget_and_stored_studies_keep_their_identity() -> None:
@@ -148,6 +152,7 @@ def test_spectrum_encoding_on_tiny_llama_interpolates_from_uniform(tiny_llama, t
     driven = encoding.decode({"keep": 0.7, "strength": 1.0})
     assert uniform.method == driven.method == "svd-llm"
     same = DecompositionConfig(layers=tuple(range(spec.n_layers)), keep=0.7)
+    assert encoding.encode(same.model_copy(update={"method": "svd-llm"}))["strength"] == 0.0  # type: ignore[index]
     assert uniform.validate_for(spec) == same.validate_for(spec)
     before = parameter_report(spec, uniform).params_after
     after = parameter_report(spec, driven).params_after
