@@ -89,6 +89,11 @@ class EvaluationSection(BaseModel):
     measure_latency: bool = True
     measure_energy: bool = True
     measure_memory: bool = True
+    fast: bool = Field(
+        default=True,
+        description="Score with the engine's fast path (objectives/fast_lm.py: each context once, prefix reuse) "
+                    "instead of lm-eval's HFLM; the same per-document outcomes, so not part of the study's identity.",
+    )
 
     @model_validator(mode="after")
     def _limits(self) -> EvaluationSection:
@@ -296,6 +301,8 @@ class StudyDefinition(BaseModel):
         for key in ("calibration", "min_param_reduction_pct"):
             if data.get(key) is None:
                 data.pop(key, None)
+        # How accuracy is computed, not what: toggling it resumes the study (see EvaluationSection.fast).
+        data["evaluation"].pop("fast", None)
         for key, default in (("methods", None), ("keep_min", 0.5)):
             if data["search"].get(key) == default:
                 data["search"].pop(key, None)

@@ -72,6 +72,7 @@ def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
         calibration=calibration_key(definition),
         feasibility=ev.feasibility, max_limit=ev.max_limit, document_order=ev.document_order,
         document_seed=ev.document_seed, threads=ev.threads, ratio_width=ev.ratio_width, max_repeats=ev.max_repeats,
+        fast=ev.fast,
     )
 
 
