@@ -40,7 +40,7 @@ def test_tables_are_prefixed_and_stamped_with_the_schema_version(tables: EngineT
     names = {row[0] for row in sqlite3.connect(tmp_path / "db.db").execute("select name from sqlite_master "
                                                                            "where type='table'")}
     assert names == {"dse_schema", "dse_memo", "dse_baselines", "dse_studies", "dse_pools", "dse_trial_claims",
-                     "dse_gamma_claims"}
+                     "dse_gamma_claims", "dse_requeues"}
     assert tables.schema_version() == SCHEMA_VERSION == 2
 
 
@@ -126,9 +126,9 @@ def test_a_gamma_is_measured_by_one_running_claim(tables: EngineTables) -> None:
 
 def test_creation_is_decided_once(tables: EngineTables) -> None:
     budget = tables.budget
-    assert budget.begin_creation("s", "a", stale_after=60) == "create"
-    assert budget.begin_creation("s", "b", stale_after=60) == "wait"
-    assert budget.begin_creation("s", "c", stale_after=-1) == "create"  # a dead creator is taken over
-    budget.mark_ready("s")
-    assert budget.begin_creation("s", "d", stale_after=60) == "ready"
-    assert budget.next_stream("s") != budget.next_stream("s")
+    assert budget.studies.begin_creation("s", "a", stale_after=60) == "create"
+    assert budget.studies.begin_creation("s", "b", stale_after=60) == "wait"
+    assert budget.studies.begin_creation("s", "c", stale_after=-1) == "create"  # a dead creator is taken over
+    budget.studies.mark_ready("s")
+    assert budget.studies.begin_creation("s", "d", stale_after=60) == "ready"
+    assert budget.studies.next_stream("s") != budget.studies.next_stream("s")
