@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None,
                         help="keep the calibration here (default: a temporary directory)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--out", default=None,
+                        help="also write the JSON here, rewritten after every measured row (partial runs keep theirs)")
     args = parser.parse_args()
 
     import torch
@@ -80,6 +82,8 @@ def main() -> None:
 
     def say(text: str) -> None:
         print(text, flush=True, file=sys.stderr if args.json else sys.stdout)
+        if args.out:
+            Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 
     with tempfile.TemporaryDirectory() as temporary:
         scratch = args.cache_dir or temporary

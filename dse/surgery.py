@@ -6,10 +6,12 @@ not an option. :func:`apply` swaps each decomposed weight's module (``nn.Linear`
 :func:`undo` puts those very objects back, so the restored model is the original one
 bit for bit (its weights were never touched). The modules are found through the
 model's family adapter (``space.families``), so every supported family works without
-hard-coded paths, also under task heads that prefix the block list; how a weight is
-read out of its module and what replaces it (Linear, GPT-2 Conv1D, 3-D expert
-parameters) is :mod:`dse.adapters`' job. Two expert tensors of one layer (``gate_up``,
-``down``) live in one module: it is replaced once and its original kept once.
+hard-coded paths, also under task heads that prefix the block list (:mod:`dse.model_paths`);
+where the factors come from (cache, decomposition, calibration) is :mod:`dse.factor_sources`'
+job, how a weight is read out of its module and what replaces it (Linear, GPT-2 Conv1D,
+3-D expert parameters) :mod:`dse.adapters`', and the report :mod:`dse.surgery_report`'s.
+Two expert tensors of one layer (``gate_up``, ``down``) live in one module: it is
+replaced once and its original kept once.
 
 The originals are kept on the :class:`~dse.models.LoadedModel` (``originals``: module
 path -> original module; ``applied``: the :class:`SurgeryReport` of the installed γ).
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, cast
 
-from pydantic import BaseModel, ConfigDict
-
+from dse.factor_sources import Obtain, factor_source
+from dse.generation import greedy_continuation
+from dse.model_paths import block_prefix, count_parameters, decomposable_paths, installed_factors, set_module
+from dse.surgery_report import SurgeryReport, TensorResult, current, gamma_from_canonical
 from space.config import TWO_FACTOR_METHODS, DecompositionConfig, ResolvedPair
 from space.errors import CalibrationError, InvalidConfigError
 
@@ -36,7 +40,6 @@ if TYPE_CHECKING:
     from dse.cache import FactorCache
     from dse.calibration import Calibration
     from dse.decompose import TuckerFactors
-    from dse.methods import TwoFactors
     from dse.models import LoadedModel
 
 __all__ = [
@@ -52,84 +55,8 @@ __all__ = [
     "gamma_from_canonical",
     "greedy_continuation",
     "decomposable_paths",
+    "count_parameters",
 ]
-
-class TensorResult(BaseModel):
-    """One decomposed (layer, tensor): its pruned rank and how well the factors fit W."""
-
-    model_config = ConfigDict(frozen=True)
-
-    layer: int
-    tensor: str
-    rank: int
-    rel_error: float  # ||W - U1·Γ·U2ᵀ||_F / ||W||_F, computed in float64 (0 for activation)
-    cached: bool  # factors came from the factor cache (no decomposition)
-    method: str = "svd"
-    jitter: float = 0.0  # svd-llm: diagonal added to XᵀX before the Cholesky (-1: svd fallback)
-
-
-class SurgeryReport(BaseModel):
-    """What applying a γ did: the savings (counted on the model) and the fit of each tensor."""
-
-    model_config = ConfigDict(frozen=True)
-
-    model: str
-    fingerprint: str
-    gamma: dict[str, Any]  # canonical form (DecompositionConfig.canonical)
-    gamma_hash: str
-    description: str
-    method: str
-    fold: bool
-    params_before: int
-    params_after: int
-    param_reduction_pct: float
-    per_tensor: list[TensorResult]
-    max_rel_error: float
-    decompose_seconds: float
-    cache_hits: int
-    cache_misses: int
-
-    def config(self) -> DecompositionConfig:
-        """The γ this report was made for."""
-        return gamma_from_canonical(self.gamma)
-
-
-def gamma_from_canonical(form: Mapping[str, Any]) -> DecompositionConfig:
-    """Rebuild γ from :meth:`DecompositionConfig.canonical` output (e.g. read from JSON)."""
-    return DecompositionConfig.from_canonical(dict(form))
-
-
-def decomposable_paths(loaded: LoadedModel) -> dict[tuple[int, str], str]:
-    """Module path of every decomposable (layer, tensor) of this model (an experts tensor: its module)."""
-    prefix = _block_prefix(loaded)
-    return {(layer, t.name): f"{prefix}.{layer}.{t.module}"  # experts: their module
-            for layer in range(loaded.spec.n_layers) for t in loaded.spec.tensors}
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Unique parameters of ``model`` (tied weights counted once, as the spec counts them)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def _block_prefix(loaded: LoadedModel) -> str:
-    """Module path of the block list in *this* model, found through the family adapter."""
-    from space.families import FAMILIES
-
-    spec = loaded.spec
-    family = FAMILIES.get(spec.family)
-    path, blocks = family.locate_layers(loaded.model)
-    if len(blocks) != spec.n_layers:
-        raise InvalidConfigError(
-            f"{loaded.name}: found {len(blocks)} blocks at {path!r}, but its spec has "
-            f"{spec.n_layers} layers"
-        )
-    return path
-
-
-def set_module(model: torch.nn.Module, path: str, module: torch.nn.Module) -> None:
-    """Put ``module`` at dotted ``path`` of ``model`` (the one place modules are swapped)."""
-    parent, _, attr = path.rpartition(".")
-    setattr(model.get_submodule(parent), attr, module)
 
 
 def _check_method(method: str) -> None:
@@ -138,19 +65,11 @@ def _check_method(method: str) -> None:
     check_method(method)
 
 
-# Returns (factors, came_from_cache, known rel_error or None, jitter) for a pair and its layer;
-# None factors install the run-time ``activation`` decomposition instead.
-# (pair, original module, its dense weight: H×W, or E×H×W for experts) -> factors (None: the
-# weight stays whole, method activation), came from cache, known rel_error or None, jitter.
-_Obtain = Callable[[ResolvedPair, "torch.nn.Module", "torch.Tensor"],
-                   "tuple[TuckerFactors | None, bool, float | None, float]"]
-
-
 def _install(
     loaded: LoadedModel,
     gamma: DecompositionConfig,
     pairs: list[ResolvedPair],
-    obtain: _Obtain,
+    obtain: Obtain,
     *,
     method: str,
     fold: bool,
@@ -166,7 +85,7 @@ def _install(
 
     spec = loaded.spec
     model = loaded.model
-    prefix = _block_prefix(loaded)
+    prefix = block_prefix(loaded)
     undo(loaded)
     params_before = count_parameters(model)
     originals: dict[str, torch.nn.Module] = {}
@@ -231,7 +150,6 @@ def _install(
         refuse_plain_save(loaded.model)  # a plain save would reload with random weights
     return report
 
-
 def apply(
     loaded: LoadedModel,
     gamma: DecompositionConfig,
@@ -292,70 +210,10 @@ def apply(
     # γ alone decides the form, so space.metrics counts what is installed whatever the caller's
     # default method (a calibrated default on a rank γ gets an identity core, counted as such).
     two = bool(fold) or gamma.is_two_factor()
-    fingerprint = loaded.fingerprint
-
-    def obtain(
-        pair: ResolvedPair, layer: torch.nn.Module, weight: torch.Tensor
-    ) -> tuple[TuckerFactors | None, bool, None, float]:
-        import torch
-
-        from dse.decompose import TuckerFactors, decompose
-
-        name = methods[pair.tensor]
-        if name == "activation":
-            return None, False, None, 0.0
-        if name in TWO_FACTOR_METHODS:
-            return _calibrated(loaded, cache, calibration, pair, cast("torch.nn.Linear", layer), name)
-
-        def one(key: str, matrix: torch.Tensor) -> tuple[TuckerFactors, bool]:
-            if cache is not None:
-                return cache.factors(fingerprint, pair.layer, key, matrix, pair.rank, method=name,
-                                     label=loaded.name)
-            return decompose(matrix, pair.rank, method=name), False
-
-        if weight.ndim == 2:
-            return (*one(pair.tensor, weight), None, 0.0)
-        # Experts: each expert's matrix on its own, cached under its own key.
-        parts = [one(f"{pair.tensor}.expert{e}", weight[e]) for e in range(weight.shape[0])]
-        stacked = TuckerFactors(*(torch.stack(group) for group in zip(*(f for f, _ in parts), strict=True)))
-        return stacked, all(hit for _, hit in parts), None, 0.0
-
+    obtain = factor_source(loaded, cache, calibration, methods)
     label = next(iter(set(methods.values()))) if len(set(methods.values())) == 1 else "mixed"
     return _install(loaded, gamma, pairs, obtain, method=label if methods else default, fold=two,
                     progress=progress, methods=methods)
-
-
-def _calibrated(
-    loaded: LoadedModel, cache: FactorCache | None, calibration: Calibration | None,
-    pair: ResolvedPair, layer: torch.nn.Linear, method: str,
-) -> tuple[TuckerFactors, bool, None, float]:
-    """Factors of a calibrated method, through the cache keyed by the calibration."""
-    from dse.calibration import CalibrationSettings
-    from dse.methods import two_factors
-
-    assert calibration is not None
-    settings = calibration.settings or CalibrationSettings()
-    stats = calibration.stats(pair.layer, pair.tensor)
-    weight = layer.weight.detach()
-
-    def compute(rank: int) -> TwoFactors:
-        return two_factors(weight, rank, method, stats, alpha=settings.asvd_alpha, bias=layer.bias,
-                           allow_svd_fallback=settings.svd_fallback)
-
-    if cache is None:
-        two = compute(pair.rank)
-        return two.factors(pair.rank), False, None, two.jitter
-    variant = calibration.key
-    if method == "asvd":
-        variant += f"-a{settings.asvd_alpha:g}"
-    if method == "svd-llm" and settings.svd_fallback:
-        variant += "-fb"
-    factors, hit = cache.factors(loaded.fingerprint, pair.layer, pair.tensor, weight, pair.rank,
-                                 method=method, label=loaded.name, variant=variant,
-                                 compute=compute)
-    jitter = cache.last.jitter if cache.last is not None else 0.0
-    return factors, hit, None, jitter
-
 
 def install_factors(
     loaded: LoadedModel,
@@ -435,35 +293,6 @@ def undo(loaded: LoadedModel) -> bool:
     return True
 
 
-def current(loaded: LoadedModel) -> SurgeryReport | None:
-    """The report of the γ installed on this model, or None for the original model."""
-    return loaded.applied if isinstance(loaded.applied, SurgeryReport) else None
-
-
-def installed_factors(loaded: LoadedModel) -> dict[tuple[int, str], TuckerFactors]:
-    """The factors of the installed γ, per ``(layer, tensor)``, as the model holds them."""
-    report = current(loaded)
-    if report is None:
-        return {}
-    from dse import adapters
-
-    prefix = _block_prefix(loaded)
-    out = {}
-    for result in report.per_tensor:
-        tensor = loaded.spec.tensor(result.tensor)
-        path = f"{prefix}.{result.layer}.{tensor.module}"
-        if result.method == "activation":
-            raise InvalidConfigError(f"{loaded.name}: {path!r} is decomposed at run time "
-                                     f"(method activation); it holds no factors to save")
-        try:
-            out[(result.layer, result.tensor)] = adapters.factors_of(
-                loaded.model.get_submodule(path), tensor)
-        except InvalidConfigError:
-            raise InvalidConfigError(
-                f"{loaded.name}: {path!r} was changed outside dse.surgery") from None
-    return out
-
-
 @contextlib.contextmanager
 def decomposed(
     loaded: LoadedModel,
@@ -487,41 +316,3 @@ def decomposed(
         yield report
     finally:
         undo(loaded)
-
-
-def greedy_continuation(loaded: LoadedModel, prompt: str, *, max_new_tokens: int = 16) -> str:
-    """Greedy-decode ``prompt`` as plain text and return only the new text.
-
-    Deterministic (no sampling), so the original and a decomposed model can be compared
-    token for token.
-
-    Raises:
-        InvalidConfigError: ``max_new_tokens`` is not positive, or the model cannot generate.
-    """
-    import torch
-
-    if max_new_tokens < 1:
-        raise InvalidConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    model = loaded.model
-    if not hasattr(model, "generate") or not getattr(model, "can_generate", lambda: False)():
-        raise InvalidConfigError(
-            f"{loaded.name} is a {type(model).__name__}, which cannot generate text; "
-            f"use a causal language model"
-        )
-    tokenizer = loaded.tokenizer
-    inputs = tokenizer(prompt, return_tensors="pt").to(loaded.device)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            # hasattr above: every generating model has ``generate`` (nn.Module's typing cannot say so).
-            generate = cast("Callable[..., torch.Tensor]", model.generate)
-            output = generate(
-                **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                pad_token_id=pad, temperature=None, top_p=None, top_k=None,
-            )
-    finally:
-        model.train(was_training)
-    new_tokens = output[0, inputs["input_ids"].shape[1]:]
-    return str(tokenizer.decode(new_tokens, skip_special_tokens=True))

@@ -168,6 +168,8 @@ def greedy_decode(
     ``after_prefill`` is called between the prefill and the first decode step (a
     benchmark reads its clock there to time the two phases apart).
     """
+    import inspect
+
     import torch
 
     ids = workload_input_ids(target, workload) if input_ids is None else input_ids
@@ -177,15 +179,18 @@ def greedy_decode(
         logits = getattr(out, "logits", None)
         if logits is None:
             return ids[:, :0]
-        past = getattr(out, "past_key_values", None)
+        # transformers ≥ 5.24 names the KV cache ``cache`` (``past_key_values`` is deprecated);
+        # a model whose forward predates that (remote code) still takes ``past_key_values``.
+        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        past = getattr(out, cache_arg, None)
         chosen = [logits[:, -1:, :].argmax(dim=-1)]
         if after_prefill is not None:
             after_prefill()
         sequence = ids
         for _ in range(workload.decode_tokens):
             if past is not None:
-                out = model(input_ids=chosen[-1], past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = model(input_ids=chosen[-1], use_cache=True, **{cache_arg: past})
+                past = getattr(out, cache_arg)
             else:
                 sequence = torch.cat([sequence, chosen[-1]], dim=1)
                 out = model(input_ids=sequence, use_cache=False)

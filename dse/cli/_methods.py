@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from dse.gamma_args import gamma_for, prepare_calibration
 from space.config import KEEP_CONVENTION, METHOD_NAMES
 
 if TYPE_CHECKING:
     from dse.calibration import CalibrationSettings
-    from dse.models import LoadedModel
-    from space.config import DecompositionConfig
 
 __all__ = ["method_options", "keep_options", "calibration_from_options", "gamma_for",
            "prepare_calibration", "KEEP_CONVENTION"]
@@ -69,49 +67,3 @@ def calibration_from_options(options: dict[str, Any]) -> CalibrationSettings:
         length=options.pop("calibration_length"), seed=options.pop("calibration_seed"),
         asvd_alpha=options.pop("asvd_alpha"), svd_fallback=options.pop("svd_fallback"),
     )
-
-
-def gamma_for(layers: str, tensors: str, rank: int | None, keep: float | None,
-              n_layers: int | None = None, method: str = "svd") -> DecompositionConfig:
-    """γ from the CLI strings; ``--layers all`` needs ``n_layers`` (known after loading).
-
-    A method other than ``svd`` is part of γ, so γ alone says which form is installed and
-    counted (two factors for keep ratios and the calibrated methods).
-    """
-    from space.config import DecompositionConfig, parse_int_list, parse_tensor_list
-    from space.errors import InvalidConfigError
-
-    if keep is not None and rank is not None:
-        raise InvalidConfigError("--keep and --rank are exclusive: give a kept-parameter ratio "
-                                 "or an absolute rank")
-    if keep is not None and not 0.0 < keep <= 1.0:
-        raise InvalidConfigError(f"--keep must be in (0, 1] ({KEEP_CONVENTION}), got {keep}")
-    if rank is not None and rank < 1:
-        raise InvalidConfigError(f"--rank must be at least 1, got {rank}")
-    if layers.strip().lower() == "all":
-        chosen: tuple[int, ...] = tuple(range(n_layers)) if n_layers is not None else ()
-    else:
-        chosen = parse_int_list(layers)
-    named = None if method == "svd" else method
-    if keep is not None:
-        return DecompositionConfig(layers=chosen, tensors=parse_tensor_list(tensors), rank=None,
-                                   keep=keep, method=named)
-    return DecompositionConfig(layers=chosen, tensors=parse_tensor_list(tensors), rank=rank or 1,
-                               method=named)
-
-
-def prepare_calibration(loaded: LoadedModel, gamma: DecompositionConfig, method: str,
-                        settings: CalibrationSettings, *, cache_dir: str | None,
-                        progress: bool) -> None:
-    """Load or collect the calibration when γ uses a calibrated method (stored on ``loaded``)."""
-    from dse.calibration_store import load_or_collect
-    from dse.methods import CALIBRATED_METHODS
-
-    used = {gamma.method_for(t, method) for t in gamma.tensor_names(loaded.spec)}
-    if gamma.is_identity or not used & CALIBRATED_METHODS:
-        return
-    calibration, collected = load_or_collect(loaded, settings, cache_dir=cache_dir,
-                                             progress=progress)
-    loaded.calibration = calibration
-    if progress and not collected:
-        print(f"calibration: {calibration.tokens} tokens, read from the cache", file=sys.stderr)

@@ -7,14 +7,7 @@ from typing import Any
 import click
 
 from dse.cli._common import emit_json, gamma_options, print_table
-from dse.cli._methods import (
-    KEEP_CONVENTION,
-    calibration_from_options,
-    gamma_for,
-    keep_options,
-    method_options,
-    prepare_calibration,
-)
+from dse.cli._methods import calibration_from_options, keep_options, method_options
 
 __all__ = ["evaluate"]
 
@@ -89,163 +82,22 @@ def evaluate(
     with a 95% confidence interval. Latency and energy are ratios to the baseline
     measured in this same process.
     """
-    import os
+    from dse.evaluate_api import evaluate as evaluate_api
 
-    from space.errors import InvalidConfigError
-
-    if cache_dir:
-        os.environ["DSE_CACHE_DIR"] = cache_dir
-    if limit < 1:
-        raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
-    if log_samples and output_path is None:
-        raise InvalidConfigError("--log-samples writes lm-eval's samples files; give --output-path DIR too")
-    calibration = calibration_from_options(calibration_options)
-    gamma = gamma_for(layers, tensors, rank, keep, n_layers=1, method=method)  # checks the options early
-    from objectives.tasks import task_list as parse_tasks
-
-    tasks = parse_tasks(task_list)
-    saved = _saved_model(model, gamma, dtype)
-    if saved is not None:  # a directory from `dse decompose --out`: its base model, γ and method
-        model, gamma, method, dtype = saved.base.name, saved.config(), saved.method, saved.base.dtype
-
-    from pydantic import ValidationError
-
-    from dse.baselines import BaselineStore
-    from dse.evaluation import Evaluator, MeasurementSettings
-    from dse.models import load_model
-    from objectives.workload import Workload
-
-    try:
-        settings = MeasurementSettings(
-            tasks=tasks, limit=limit, batch_size=batch_size, data_dir=data_dir,
-            workload=Workload(prefill_tokens=prefill, decode_tokens=decode, repeats=repeats),
-            measure_latency=latency, measure_energy=energy, measure_memory=True, method=method,
-            device=device, confidence=confidence, feasibility=feasibility, max_limit=max_limit,
-            chunk_size=chunk_size, document_order=document_order, document_seed=document_seed, threads=threads,
-            ratio_width=ratio_width, max_repeats=max_repeats,
-        )
-    except ValidationError as exc:  # one line: the first problem
-        first = exc.errors()[0]
-        raise InvalidConfigError(f"{'.'.join(str(p) for p in first['loc']) or 'settings'}: {first['msg']}") from None
-    # Check the tasks and data before loading a model: bad input fails in a second.
-    from objectives.accuracy import AccuracyObjective
-
-    AccuracyObjective(tasks, limit=settings.planned_limit, batch_size=batch_size, data_dir=data_dir)
-
-    loaded = load_model(model, device=device, dtype=dtype)
-    if saved is None:
-        gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers, method=method)
-    gamma.validate_for(loaded.spec)
-    if saved is not None and loaded.fingerprint != saved.base.fingerprint:
-        from space.errors import DataError
-
-        raise DataError(f"{model} now has fingerprint {loaded.fingerprint}, but the saved model was "
-                        f"decomposed from {saved.base.fingerprint}; decompose it again")
-    prepare_calibration(loaded, gamma, method, calibration, cache_dir=cache_dir, progress=not as_json)
-    evaluator = Evaluator(loaded, settings, progress=not as_json)
-    store = BaselineStore()
-    baseline = store.get(loaded.fingerprint, settings.accuracy_key())
-    if baseline is None:
-        baseline = evaluator.baseline()
-        store.put(baseline)
-    record = evaluator.evaluate(gamma, baseline, tau=tau)
-
-    ppl: dict[str, Any] = {}
-    if perplexity:
-        ppl = _perplexities(loaded, gamma, evaluator, data_dir, ppl_tokens or None)
-
-    lm_eval_files: dict[str, Any] = {}
-    if output_path is not None:
-        lm_eval_files = _lm_eval_files(loaded, gamma, evaluator, tasks, limit, batch_size, data_dir, output_path,
-                                       log_samples, f"{loaded.name}-lowrank-{record.gamma_hash}")
-    result = {
-        "model": model,
-        "gamma": record.gamma,
-        "gamma_label": record.gamma_label,
-        "tasks": list(tasks),
-        "limit": limit,
-        "accuracy": record.accuracy,
-        "baseline_accuracy": record.baseline_accuracy,
-        "accuracy_drop_pp": record.accuracy_drop_pp,
-        "drop_ci_low_pp": record.drop_ci_low_pp,
-        "drop_ci_high_pp": record.drop_ci_high_pp,
-        "drop_ci_pp": [record.drop_ci_low_pp, record.drop_ci_high_pp],
-        "per_task": {name: task.model_dump() for name, task in record.per_task.items()},
-        "latency_s": record.latency_s,
-        "latency_ratio": record.latency_ratio,
-        "energy_j": record.energy_j,
-        "energy_ratio": record.energy_ratio,
-        "energy_method": record.energy_method,
-        "energy_estimated": record.energy_estimated,
-        "edp_ratio": record.edp_ratio,
-        "memory_bytes": record.memory_bytes,
-        "memory_ratio": record.memory_ratio,
-        "params": record.params,
-        "params_before": record.params_before,
-        "param_reduction_pct": record.param_reduction_pct,
-        "max_rel_error": record.max_rel_error,
-        # ratio intervals, how they were measured, and the decision under --tau
-        **record.model_dump(mode="json", include={
-            "latency_ratio_ci", "latency_method", "energy_ratio_ci", "edp_ratio_ci", "edp_method", "repeats",
-            "noisy", "noise", "threads", "hardware", "standins", "tau", "feasible", "feasibility", "decided_by",
-            "decision_docs", "decision_ci_pp", "early_stopped", "stop_reason",
-        }),
-        "method": method,
-        "rank_convention": KEEP_CONVENTION if keep is not None else "absolute rank per tensor",
-        **ppl,
-    }
-    if lm_eval_files:
-        result["lm_eval_output"] = lm_eval_files
+    result = evaluate_api(
+        model, layers=layers, tensors=tensors, rank=rank, keep=keep, tasks=task_list, limit=limit,
+        batch_size=batch_size, data_dir=data_dir, perplexity=perplexity, ppl_tokens=ppl_tokens, latency=latency,
+        energy=energy, prefill=prefill, decode=decode, repeats=repeats, max_repeats=max_repeats,
+        ratio_width=ratio_width, threads=threads, method=method,
+        calibration=calibration_from_options(calibration_options), device=device, dtype=dtype,
+        cache_dir=cache_dir, tau=tau, feasibility=feasibility, confidence=confidence, max_limit=max_limit,
+        chunk_size=chunk_size, document_order=document_order, document_seed=document_seed,
+        output_path=output_path, log_samples=log_samples, progress=not as_json,
+    )
     if as_json:
         emit_json(result)
         return
     _print_result(result)
-
-
-def _lm_eval_files(loaded: Any, gamma: Any, evaluator: Any, tasks: Any, limit: int, batch_size: int,
-                   data_dir: str | None, output_path: str, log_samples: bool, label: str) -> dict[str, Any]:
-    """lm-eval's own files for the original and the decomposed model (a second, lm-eval-only pass)."""
-    from dse.surgery import decomposed
-    from objectives.lm_eval_output import write_lm_eval_run
-
-    common: dict[str, Any] = {"out_dir": output_path, "limit": limit, "batch_size": batch_size,
-                              "data_dir": data_dir, "log_samples": log_samples}
-    original = write_lm_eval_run(loaded.target(), tasks, label=loaded.name, **common)
-    with decomposed(loaded, gamma, cache=evaluator.cache, method=evaluator.settings.method):
-        compressed = write_lm_eval_run(loaded.target(), tasks, label=label, **common)
-    return {"original": original, "decomposed": compressed}
-
-
-def _saved_model(path: str, gamma: Any, dtype: str) -> Any:
-    """The manifest when MODEL is a saved decomposed directory (which carries its own γ)."""
-    from dse import saving
-    from space.errors import InvalidConfigError
-
-    if not saving.is_decomposed_dir(path):
-        return None
-    if not gamma.is_identity:
-        raise InvalidConfigError(f"{path!r} is a saved decomposed model and carries its own γ; "
-                                 f"drop --layers/--tensors/--rank")
-    manifest = saving.read_manifest(path)
-    if dtype != "float32" and dtype != manifest.base.dtype:
-        raise InvalidConfigError(f"{path!r} was saved in {manifest.base.dtype}; drop --dtype")
-    return manifest
-
-
-def _perplexities(loaded: Any, gamma: Any, evaluator: Any, data_dir: str | None,
-                  max_tokens: int | None) -> dict[str, Any]:
-    from dse.surgery import decomposed
-    from objectives.perplexity import PerplexityObjective
-
-    objective = PerplexityObjective(data_dir=data_dir, max_tokens=max_tokens)
-    base = objective.measure(loaded.target())
-    with decomposed(loaded, gamma, cache=evaluator.cache, method=evaluator.settings.method):
-        compressed = objective.measure(loaded.target())
-    return {
-        "perplexity": compressed.perplexity,
-        "baseline_perplexity": base.perplexity,
-        "perplexity_tokens": compressed.tokens,
-    }
 
 
 def _print_result(result: dict[str, Any]) -> None:
