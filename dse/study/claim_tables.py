@@ -3,6 +3,7 @@
 - ``dse_studies``: one row per study: the creation lock and the sampler streams
   (:mod:`dse.study.study_rows`).
 - ``dse_pools``: budgets; ``dse_trial_claims``: one row per trial slot taken;
+  ``dse_trial_holders``: the one claim that runs a trial;
   ``dse_gamma_claims``: which running claim measures a γ (:mod:`dse.study.claims`).
 - ``dse_requeues``: which process queues a lost trial's γ again (:mod:`dse.study.requeue`).
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Transactional", "updated", "create_tables", "StudyRowModel", "PoolModel", "ClaimModel", "GammaClaimModel",
-    "RequeueModel", "Claim", "ClaimRow",
+    "TrialHolderModel", "RequeueModel", "Claim", "ClaimRow",
 ]
 
 T = TypeVar("T")
@@ -90,6 +91,16 @@ class ClaimModel(Base):
     state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
     claimed_at: Mapped[float] = mapped_column(Float, nullable=False)
     note: Mapped[str | None] = mapped_column(String(512), nullable=True)
+
+
+class TrialHolderModel(Base):
+    """The one claim that runs a trial: a second claim handed the same trial cannot attach to it."""
+
+    __tablename__ = "dse_trial_holders"
+
+    study_name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    trial_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    claim_id: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class GammaClaimModel(Base):

@@ -8,6 +8,7 @@ the study rows, ``dse_studies``, are :mod:`dse.study.study_rows`):
   N × M, and a crashed run's unfinished remainder is not added to it.
 - ``dse_trial_claims``: one row per trial slot taken, ``running`` → ``done`` (its trial
   COMPLETE and measured) or ``released`` (FAIL, rejected by the rules, or never started).
+- ``dse_trial_holders``: the one claim that runs a trial (``attach`` inserts it).
 - ``dse_gamma_claims``: which running claim measures a γ, so a second worker that draws
   it waits for the memo instead of measuring it again.
 
@@ -50,6 +51,7 @@ from dse.study.claim_tables import (
     GammaClaimModel,
     PoolModel,
     Transactional,
+    TrialHolderModel,
     create_tables,
     updated,
 )
@@ -147,11 +149,34 @@ class Budget:
 
         return self._transaction(work)
 
-    def attach(self, claim: Claim, trial_number: int) -> bool:
-        """Link the claim to its trial; False when the claim was meanwhile released as stale."""
-        return self._transaction(lambda s: updated(s, update(ClaimModel).where(
-            ClaimModel.id == claim.id, ClaimModel.state == "running", ClaimModel.trial_number.is_(None),
-        ).values(trial_number=trial_number))) == 1
+    def attach(self, claim: Claim, trial_number: int) -> str:
+        """Link the claim to its trial, in one transaction.
+
+        Returns ``"attached"``; ``"released"`` when the claim was meanwhile released as
+        stale; ``"taken"`` when another claim holds that trial: Optuna on SQLite can hand
+        one queued trial to two processes at once (its ``SELECT … FOR UPDATE`` is a no-op
+        there), and the ``dse_trial_holders`` row says which one runs it.
+        """
+
+        class _ReleasedError(Exception):
+            pass
+
+        def work(session: Session) -> None:
+            session.add(TrialHolderModel(study_name=claim.study_name, trial_number=trial_number,
+                                         claim_id=claim.id))
+            session.flush()
+            if updated(session, update(ClaimModel).where(
+                    ClaimModel.id == claim.id, ClaimModel.state == "running", ClaimModel.trial_number.is_(None),
+            ).values(trial_number=trial_number)) != 1:
+                raise _ReleasedError  # rolls the holder row back
+
+        try:
+            self._transaction(work)
+        except _ReleasedError:
+            return "released"
+        except IntegrityError:
+            return "taken"
+        return "attached"
 
     def end(self, claim_id: int, *, done: bool, note: str = "") -> bool:
         """Settle a running claim: ``done`` keeps its slot, otherwise the slot returns.

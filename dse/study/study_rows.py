@@ -15,7 +15,15 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dse.study.claim_tables import ClaimModel, PoolModel, RequeueModel, StudyRowModel, Transactional, updated
+from dse.study.claim_tables import (
+    ClaimModel,
+    PoolModel,
+    RequeueModel,
+    StudyRowModel,
+    Transactional,
+    TrialHolderModel,
+    updated,
+)
 
 __all__ = ["StudyRows"]
 
@@ -75,6 +83,7 @@ class StudyRows:
                 session.execute(delete(PoolModel).where(PoolModel.study_name == study_name))
                 session.execute(delete(ClaimModel).where(ClaimModel.study_name == study_name))
                 session.execute(delete(RequeueModel).where(RequeueModel.study_name == study_name))
+                session.execute(delete(TrialHolderModel).where(TrialHolderModel.study_name == study_name))
 
         self._transaction(work)
 

@@ -142,7 +142,12 @@ class Worker:
             trial_id = retrying(lambda: storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
             # The first beat before attaching: a kill between the two leaves a trial Optuna finds stale.
             retrying(lambda: storage.record_heartbeat(trial_id))
-            if not budget.attach(claim, trial.number):
+            attached = budget.attach(claim, trial.number)
+            if attached == "taken":
+                # Another worker was handed the same queued trial and runs it: give this slot back.
+                budget.end(claim.id, done=False, note=f"trial {trial.number} runs under another claim")
+                return _LOST
+            if attached == "released":
                 # A lock wait longer than the grace period: the slot was released meanwhile.
                 if retrying(lambda: storage.get_trial(trial_id)).state == TrialState.RUNNING:
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
