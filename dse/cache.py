@@ -251,14 +251,10 @@ class FactorCache:
         return self._disk.index.path
 
     def check_writable(self) -> None:
-        """Fail now, in one line, if the cache directory cannot be created or written.
-
-        Called before a model loads, so a wrong ``--cache-dir`` costs no load time. Writes
-        nothing that stays (a temporary file in the nearest existing directory).
+        """Fail now, in one line, if the cache directory cannot be created or written (see ``CacheIndex``).
 
         Raises:
-            StorageError: the directory (or its nearest existing parent) is a file, or is
-                not writable.
+            StorageError: the directory is (under) a file, or is not writable.
         """
         self._disk.index.check_writable()
 

@@ -22,13 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from dse.characterize_sweeps import SWEEP_NAMES, SWEEPS, SweepPoint, sweep_points
 from dse.study.definition import StudyDefinition
 from objectives.workload import Workload
 from space.errors import InvalidConfigError
 from space.spec import ModelSpec
 
-__all__ = ["characterize", "sweep_definition", "DEFAULT_TASKS", "SWEEP_NAMES", "wilson_interval"]
+__all__ = ["characterize", "sweep_definition", "SweepSettings", "DEFAULT_TASKS", "SWEEP_NAMES", "wilson_interval"]
 
 DEFAULT_TASKS: tuple[str, ...] = ("dse_arc_easy", "dse_piqa", "dse_hellaswag")
 # Ratio metrics a point reports, each with ``<metric>_ci`` where the record has one.
@@ -43,40 +45,51 @@ def _rules_off() -> dict[str, bool | int]:
     return dict.fromkeys(rule_names(), False)
 
 
+class SweepSettings(BaseModel):
+    """What a sweep's points are measured with: the keywords of :func:`characterize` and :func:`sweep_definition`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    limit: int | None = None
+    storage: str | None = None
+    name: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    data_dir: str | None = None
+    batch_size: int = 16
+    efficiency: bool = True
+    workload: Workload | None = None
+    workers: int = 1
+
+
 def sweep_definition(
     model: str,
     sweep: str,
     points: Sequence[SweepPoint],
     spec: ModelSpec,
-    *,
-    tasks: Sequence[str] = DEFAULT_TASKS,
-    limit: int | None = None,
-    storage: str | None = None,
-    name: str | None = None,
-    device: str = "cpu",
-    dtype: str = "float32",
-    data_dir: str | None = None,
-    batch_size: int = 16,
-    efficiency: bool = True,
-    workload: Workload | None = None,
-    workers: int = 1,
+    settings: SweepSettings | None = None,
+    **fields: Any,
 ) -> StudyDefinition:
     """The study that measures one sweep: rules off, ``full`` encoding, no early stop.
 
     Its default name is ``char-<model>-<sweep>-<hash>``, the hash over what the points
     are measured with (tasks, limit, device, efficiency switches, workload), so the same
     sweep under other settings is another study while the memo still shares any γ
-    measured alike.
+    measured alike. ``fields`` override single :class:`SweepSettings` fields.
     """
+    base = (settings or SweepSettings()).model_dump()
+    s = SweepSettings.model_validate(base | fields)
+    tasks, limit, storage, name, workload = s.tasks, s.limit, s.storage, s.name, s.workload
     ranks = [p.gamma.rank for p in points if p.gamma.rank is not None]
     max_rank = max(ranks) if ranks else 1
     data: dict[str, Any] = {
-        "model": model, "device": device, "dtype": dtype, "tau": 100.0, "objective": "params",
-        "n_trials": max(1, len({p.gamma.hash(spec) for p in points})), "workers": workers,
+        "model": model, "device": s.device, "dtype": s.dtype, "tau": 100.0, "objective": "params",
+        "n_trials": max(1, len({p.gamma.hash(spec) for p in points})), "workers": s.workers,
         "rules": _rules_off(),
         "evaluation": {
-            "tasks": list(tasks), "limit": limit, "batch_size": batch_size, "data_dir": data_dir,
-            "measure_latency": efficiency, "measure_energy": efficiency, "measure_memory": efficiency,
+            "tasks": list(tasks), "limit": limit, "batch_size": s.batch_size, "data_dir": s.data_dir,
+            "measure_latency": s.efficiency, "measure_energy": s.efficiency, "measure_memory": s.efficiency,
         },
         "search": {"encoding": "full", "sampler": "random", "seed": 0, "paper_seeds": 0, "max_rank": max_rank},
     }
@@ -150,7 +163,7 @@ def _point_row(point: SweepPoint, sweep: str, spec: ModelSpec, row: dict[str, An
 
 
 def _run_one(sweep: str, spec: ModelSpec, model: str, *, progress: bool, evaluator_factory: Any,
-             settings: dict[str, Any], measure: bool) -> dict[str, Any]:
+             settings: SweepSettings, measure: bool) -> dict[str, Any]:
     from dse.characterize_runs import run_fixed_points, stored_points
 
     points = sweep_points(spec, sweep)
@@ -159,7 +172,7 @@ def _run_one(sweep: str, spec: ModelSpec, model: str, *, progress: bool, evaluat
             f"sweep {sweep!r} has no configuration on {spec.name} ({spec.n_layers} layers): "
             f"e.g. 'distance' needs five layers from layer 2 at distance 1 (7 layers)"
         )
-    definition = sweep_definition(model, sweep, points, spec, **settings)
+    definition = sweep_definition(model, sweep, points, spec, settings)
     if measure:
         handle, rows = run_fixed_points(definition, [p.gamma for p in points], sweep=sweep,
                                         evaluator_factory=evaluator_factory, progress=progress)
@@ -245,9 +258,9 @@ def characterize(
     if sweep == "all" and name is not None:
         raise InvalidConfigError("--name names one sweep's study; with --sweep all each sweep names its own")
     spec = load_spec(model)
-    settings = {"tasks": tuple(tasks), "limit": limit, "storage": storage, "name": name, "device": device,
-                "dtype": dtype, "data_dir": data_dir, "batch_size": batch_size, "efficiency": efficiency,
-                "workload": workload, "workers": workers}
+    settings = SweepSettings(tasks=tuple(tasks), limit=limit, storage=storage, name=name, device=device, dtype=dtype,
+                             data_dir=data_dir, batch_size=batch_size, efficiency=efficiency, workload=workload,
+                             workers=workers)
     names = SWEEP_NAMES if sweep == "all" else (sweep,)
     results = [
         _run_one(one, spec, model, progress=progress, evaluator_factory=evaluator_factory, settings=settings,

@@ -28,6 +28,7 @@ from dse.records import (
     _hash,
     software_versions,
 )
+from objectives.efficiency import PairedRatios
 from objectives.registry import make
 from space.config import DecompositionConfig
 from space.errors import InvalidConfigError
@@ -49,6 +50,9 @@ __all__ = [
     "hardware_identity",
     "software_versions",
 ]
+
+# What a trial keeps of a paired comparison: the ratios and how the runs went (not the baselines).
+_TRIAL_EFFICIENCY = set(PairedRatios.model_fields) | {"repeats", "noisy", "noise", "threads", "standins"}
 
 
 @contextlib.contextmanager
@@ -382,11 +386,7 @@ class Evaluator:
         self.evaluations += 1
         efficiency: dict[str, Any] = {}
         if comparison is not None:
-            efficiency = comparison.model_dump(include={
-                "latency_s", "latency_ratio", "latency_ratio_ci", "latency_method", "energy_j", "energy_ratio",
-                "energy_ratio_ci", "energy_method", "energy_estimated", "edp_ratio", "edp_ratio_ci", "edp_method",
-                "repeats", "noisy", "noise", "threads", "standins",
-            })
+            efficiency = comparison.model_dump(include=_TRIAL_EFFICIENCY)
             efficiency["hardware"] = self.hardware()
         return TrialRecord(
             gamma=gamma.canonical(spec),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from objectives.efficiency import PairedRatios
 from objectives.sequential import FeasibilityMode
 from objectives.workload import Workload
 
@@ -181,7 +182,7 @@ class TaskRecord(BaseModel):
     n_docs: int
 
 
-class TrialRecord(BaseModel):
+class TrialRecord(PairedRatios):
     """All a trial measured and how it was decided; stored as Optuna user attributes and in the memo.
 
     ``drop_ci_*`` is the fixed-sample interval of the documents evaluated;
@@ -211,19 +212,7 @@ class TrialRecord(BaseModel):
     decision_confidence: float | None = None
     accuracy_key: str | None = None
     per_doc: dict[str, list[float]] | None = None
-    # efficiency, as ratios to the original model from paired ABBA runs, with intervals
-    latency_s: float | None = None
-    latency_ratio: float | None = None
-    latency_ratio_ci: list[float] | None = None
-    latency_method: str | None = None
-    energy_j: float | None = None
-    energy_ratio: float | None = None
-    energy_ratio_ci: list[float] | None = None
-    energy_method: str | None = None
-    energy_estimated: bool | None = None
-    edp_ratio: float | None = None
-    edp_ratio_ci: list[float] | None = None
-    edp_method: str | None = None
+    # efficiency: the PairedRatios fields (ratios to the original model from paired ABBA runs), and
     repeats: int | None = None
     noisy: bool | None = None
     noise: list[str] | None = None

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from objectives.energy import EnergyObjective
     from objectives.latency import LatencyObjective
 
-__all__ = ["PairedComparison", "available_cores", "choose_threads", "compare_paired", "ratio_interval"]
+__all__ = ["PairedRatios", "PairedComparison", "available_cores", "choose_threads", "compare_paired", "ratio_interval"]
 
 # A run that got less than this share of its threads' CPU time was competing for cores.
 MIN_CPU_SHARE = 0.8
@@ -50,18 +50,17 @@ MAX_STEAL = 0.05
 NVML_MIN_RUN_S = 0.5
 
 
-class PairedComparison(BaseModel):
-    """Ratios (compressed / original) with intervals, and how they were measured."""
+class PairedRatios(BaseModel):
+    """The efficiency a trial reports: ratios (compressed / original) with intervals, and how measured.
 
-    model_config = ConfigDict(extra="forbid")
+    Written once: :class:`PairedComparison` measures them, ``dse.records.TrialRecord`` stores them.
+    """
 
     latency_s: float | None = None  # compressed, median per pass
-    baseline_latency_s: float | None = None
     latency_ratio: float | None = None
     latency_ratio_ci: list[float] | None = None
     latency_method: str | None = None
     energy_j: float | None = None  # compressed, median per pass
-    baseline_energy_j: float | None = None
     energy_ratio: float | None = None
     energy_ratio_ci: list[float] | None = None
     energy_method: str | None = None
@@ -69,6 +68,15 @@ class PairedComparison(BaseModel):
     edp_ratio: float | None = None
     edp_ratio_ci: list[float] | None = None
     edp_method: str | None = None
+
+
+class PairedComparison(PairedRatios):
+    """:class:`PairedRatios` from paired ABBA runs, with the baselines and the runs' conditions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baseline_latency_s: float | None = None
+    baseline_energy_j: float | None = None
     repeats: int = 0  # ABBA blocks
     threads: int = 1
     noisy: bool = False

@@ -74,7 +74,12 @@ class RejectedGamma(Exception):  # noqa: N818 - a control-flow signal (pruned γ
 
 @dataclass(frozen=True)
 class Param:
-    """One Optuna parameter: ``kind`` is ``int``, ``float`` or ``categorical``."""
+    """One Optuna parameter: ``kind`` is ``int``, ``float`` or ``categorical``.
+
+    ``step`` puts a float on a grid (``low``, ``low + step``, …, ``high``): every γ a
+    sampler can propose is then one of finitely many, so a table measured once per
+    grid point can answer any trial (``benchmarks/bench_search.py`` replays one).
+    """
 
     name: str
     kind: str
@@ -82,12 +87,13 @@ class Param:
     high: float = 1.0
     log: bool = False
     choices: tuple[Any, ...] = ()
+    step: float | None = None
 
     def suggest(self, trial: optuna.trial.Trial) -> Any:
         if self.kind == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         if self.kind == "float":
-            return trial.suggest_float(self.name, self.low, self.high)
+            return trial.suggest_float(self.name, self.low, self.high, step=self.step)
         return trial.suggest_categorical(self.name, list(self.choices))
 
 

@@ -11,13 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from study_fakes import FakeEvaluator
+from study_fakes import SMALL_WORKLOAD, TINY_RULES, FakeFactory
 
 from dse.study.definition import StudyDefinition
-
-# Rules that leave tiny-llama (4 layers) seven layer sets to search: layers 1..3, adjacent allowed.
-TINY_RULES = {"rank-one": True, "whole-layers": True, "skip-early": 1, "min-distance": 1}
-SMALL_WORKLOAD = {"prefill_tokens": 8, "decode_tokens": 2, "warmup": 0, "repeats": 1}
 
 
 @pytest.fixture
@@ -45,23 +41,6 @@ def make_definition(storage_url: str) -> Callable[..., StudyDefinition]:
         return StudyDefinition.model_validate(data)
 
     return make
-
-
-class FakeFactory:
-    """An evaluator factory that keeps the evaluators it made (to count their calls)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.made: list[FakeEvaluator] = []
-
-    def __call__(self, definition: StudyDefinition, *, progress: bool = False) -> FakeEvaluator:
-        evaluator = FakeEvaluator(definition, progress=progress, **self.kwargs)
-        self.made.append(evaluator)
-        return evaluator
-
-    @property
-    def evaluations(self) -> int:
-        return sum(e.evaluations for e in self.made)
 
 
 @pytest.fixture

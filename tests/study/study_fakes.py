@@ -9,7 +9,9 @@ Module-level so spawned worker processes can import it (``evaluator_factory`` mu
 picklable). ``STUDY_FAKE_SLEEP`` makes every evaluation sleep that many seconds, for the
 test that kills a worker mid-trial; ``STUDY_FAKE_BARRIER`` lines up parallel workers;
 ``STUDY_FAKE_LOG`` names a file that gets one line (the γ hash) per evaluation, from
-every process, so tests can prove that no γ was measured twice.
+every process, so tests can prove that no γ was measured twice. The tests import
+these helpers (``TINY_RULES``, ``FakeFactory``, …) from here, never from ``conftest``
+(several conftest modules share that name).
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from space.config import DecompositionConfig
 from space.metrics import parameter_report
 from space.presets import load_spec
 from space.spec import ModelSpec
+
+# Rules that leave tiny-llama (4 layers) seven layer sets to search: layers 1..3, adjacent allowed.
+TINY_RULES = {"rank-one": True, "whole-layers": True, "skip-early": 1, "min-distance": 1}
+SMALL_WORKLOAD = {"prefill_tokens": 8, "decode_tokens": 2, "warmup": 0, "repeats": 1}
+
 
 BASE_ACCURACY = {"dse_arc_easy": 0.6, "dse_piqa": 0.7}
 CALLS: list[str] = []  # γ labels evaluated in this process, in order
@@ -138,3 +145,20 @@ def _meet_at_barrier() -> None:
 def fake_factory(definition: StudyDefinition, *, progress: bool = False) -> FakeEvaluator:
     """``evaluator_factory`` for run_study (picklable: spawned workers import this module)."""
     return FakeEvaluator(definition, progress=progress)
+
+
+class FakeFactory:
+    """An evaluator factory that keeps the evaluators it made (to count their calls)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.made: list[FakeEvaluator] = []
+
+    def __call__(self, definition: StudyDefinition, *, progress: bool = False) -> FakeEvaluator:
+        evaluator = FakeEvaluator(definition, progress=progress, **self.kwargs)
+        self.made.append(evaluator)
+        return evaluator
+
+    @property
+    def evaluations(self) -> int:
+        return sum(e.evaluations for e in self.made)

@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import FakeFactory
+from study_fakes import FakeFactory
 
 from dse.study.api import run_study
 from dse.study.dashboard import DASHBOARD_CONSTRAINTS_ATTR, dashboard_app

@@ -47,7 +47,7 @@ def test_lists_and_null_go_under_a_key() -> None:
 
 
 def test_study_commands_json_and_full_names_when_piped(make_definition, capsys) -> None:  # type: ignore[no-untyped-def]
-    from conftest import FakeFactory
+    from study_fakes import FakeFactory
 
     from dse.study.api import run_study
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeFactory
+from study_fakes import FakeFactory
 
 from dse.study.api import run_study
 from dse.study.plots import caption_line, paper_task_name

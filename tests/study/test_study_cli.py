@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeFactory
+from study_fakes import FakeFactory
 
 from dse.cli import main
 from dse.study.api import run_study

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY_RULES
 from forked import fork
-from study_fakes import fake_factory
+from study_fakes import TINY_RULES, fake_factory
 from test_study_crashes import check_exact
 
 from dse.study.api import load_study, resume_study, run_study

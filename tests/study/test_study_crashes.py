@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY_RULES, FakeFactory
 from forked import fork, kill_at
-from study_fakes import fake_factory
+from study_fakes import TINY_RULES, FakeFactory, fake_factory
 
 from dse.study.api import load_study, resume_study, run_study
 

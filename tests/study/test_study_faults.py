@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeFactory
+from study_fakes import FakeFactory
 
 from dse.cli import main
 from dse.study.api import list_studies, load_study, resume_study, run_study

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import study_fakes
-from conftest import FakeFactory
+from study_fakes import FakeFactory
 
 from dse.study.api import load_study, resume_study, run_study
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import FakeFactory
-from study_fakes import expected_drop
+from study_fakes import FakeFactory, expected_drop
 
 from dse.evaluation import TrialRecord
 from dse.study.api import load_study, resume_study, run_study
