@@ -113,7 +113,7 @@ def test_diff_names_changed_keys_and_ignores_the_budget() -> None:
 
 
 def test_the_fast_path_switch_reaches_the_evaluator_and_does_not_change_what_a_study_is(tmp_path: Path) -> None:
-    from dse.study.lifecycle import measurement_settings
+    from dse.study.measuring import measurement_settings
 
     path = tmp_path / "slow.toml"
     path.write_text('model = "tiny-llama"\n[evaluation]\nfast = false\n', encoding="utf-8")
