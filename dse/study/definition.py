@@ -185,8 +185,8 @@ class StudyDefinition(BaseModel):
     model: str = "smollm2-135m"
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    tau: float = Field(default=4.0, ge=0.0, le=100.0, allow_inf_nan=False,
-                       description="Accuracy-drop tolerance in percentage points.")
+    tau: float = Field(default=4.0, gt=0.0, le=100.0, allow_inf_nan=False,
+                       description="Accuracy-drop tolerance in percentage points, in (0, 100].")
     objective: str = Field(default="edp", description="edp, latency, energy, params, edp-drop or reduction-drop.")
     n_trials: int = Field(default=10, ge=1, description="Measured trials the study holds when done.")
     timeout: float | None = Field(default=None, gt=0, description="Seconds a run may take before it stops asking.")
@@ -218,6 +218,20 @@ class StudyDefinition(BaseModel):
         default=None, gt=0.0, lt=100.0,
         description="Parameter budget: γ removing fewer % of the model's parameters are rejected unmeasured.",
     )
+
+    @field_validator("tau", mode="before")
+    @classmethod
+    def _tau_in_range(cls, value: Any) -> Any:
+        """One message for every bad τ (nan, inf, 0, 200): the range it must lie in."""
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return value  # pydantic says it is not a number
+        if not (math.isfinite(number) and 0.0 < number <= 100.0):
+            raise ValueError(f"τ must be a finite number in (0, 100] (percentage points), got {value!r}")
+        return value
 
     @field_validator("name")
     @classmethod

@@ -65,7 +65,7 @@ def test_not_toml_is_one_data_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("tau", -1.0, "greater than or equal to 0"),
+        ("tau", -1.0, r"finite number in \(0, 100\]"),
         ("n_trials", 0, "greater than or equal to 1"),
         ("objective", "speed", "unknown objective 'speed'"),
         ("rules", {"skip-erly": 2}, "Did you mean 'skip-early'"),
