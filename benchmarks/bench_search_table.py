@@ -24,6 +24,7 @@ import json
 import math
 import statistics
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,6 +50,16 @@ class GridProfile(ProfileEncoding):
     def params(self) -> list[Param]:
         steps = {"keep": self.keep_step, "slope": self.slope_step}
         return [Param(p.name, p.kind, p.low, p.high, p.log, p.choices, steps.get(p.name)) for p in super().params()]
+
+
+def grid_encoding(data: Mapping[str, Any]) -> GridProfile:
+    """The profile encoding over the table's model, methods and grid (steps rounded: 0.55 − 0.5 ≠ 0.05)."""
+    from dse.study.search_space import build_search_space
+    from space.presets import load_spec
+
+    space = build_search_space(load_spec(data["model"]), {}, methods=tuple(data["methods"]), keep_min=data["keep"][0])
+    keep, slope = data["keep"], data["slope"]
+    return GridProfile(space, round(keep[1] - keep[0], 6), round(slope[1] - slope[0], 6))
 
 
 def key(method: str, keep: float, slope: float) -> tuple[str, float, float]:
@@ -152,13 +163,9 @@ def run(table: Table, taus: list[float], samplers: list[str], seeds: int, budget
     """Every sampler at every τ over ``seeds`` seeds; the heuristic and the equal-reduction rows."""
     import optuna
 
-    from dse.study.search_space import build_search_space
-    from space.presets import load_spec
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = table.data
-    space = build_search_space(load_spec(data["model"]), {}, methods=tuple(data["methods"]), keep_min=data["keep"][0])
-    encoding = GridProfile(space, data["keep"][1] - data["keep"][0], data["slope"][1] - data["slope"][0])
+    encoding = grid_encoding(data)
     results: dict[str, Any] = {"source": data["fidelity"], "model": data["model"], "budget": budget, "seeds": seeds,
                                "taus": [], "equal_reduction": equal_reduction(table)}
     for tau in taus:
@@ -201,7 +208,7 @@ def figure(results: dict[str, Any], path: Path) -> None:
         s = [entry["samplers"][name] for entry in taus]
         med = [x["median"] for x in s]
         err = [[m - x["q25"] for m, x in zip(med, s, strict=True)], [x["q75"] - m for m, x in zip(med, s, strict=True)]]
-        ax.errorbar(xs, med, yerr=err, fmt="o", ms=4, capsize=2, label=name)
+        ax.errorbar(xs, med, yerr=err, fmt="o", ms=4, capsize=2, label=f"{name} (default)" if name == "tpe" else name)
     ax.axhline(results["budget"] + 1, color="tab:gray", ls="--", lw=0.8)
     ax.set_xticks(range(len(taus)),
                   [f"ppl ×{t['ppl_ratio']:.2f}\n{t['n_feasible']} feasible" for t in taus], fontsize=8)
@@ -210,9 +217,9 @@ def figure(results: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{results['model']}: {taus[0]['n_cells']} γ of the profile space measured once; "
                  f"{results['seeds']} seeds; dashed: budget {results['budget']} (not found)", fontsize=8)
     ax.legend(fontsize=7, ncol=4, loc="upper left")
-    fig.text(0.01, 0.01, f"accuracy side: {results['source']}; EDP: stand-in from parameter count (paper slopes)",
-             fontsize=5.5)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    note = f"feasible: {results['source']} below τ; EDP: stand-in from the parameter count (the paper's slopes)"
+    fig.text(0.01, 0.01, textwrap.fill(note, 150), fontsize=6)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     fig.savefig(path.with_suffix(".svg"))
