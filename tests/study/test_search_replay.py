@@ -126,3 +126,20 @@ def test_bad_thresholds_are_one_line_and_exit_2() -> None:
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == ["--ppl-ratios must all be above 1, got '0.9'"]
+
+
+def test_measure_does_nothing_only_when_the_table_holds_every_cell(tmp_path: Any) -> None:
+    import argparse
+    import json
+
+    from benchmarks.bench_search_measure import _complete
+
+    out = tmp_path / "table.json"
+    args = argparse.Namespace(out=out, methods="svd,asvd", keep_min=0.5, keep_step=0.1, slope_step=0.5)
+    assert not _complete(args)
+    data = _table(_drop) | {"paper": [{"label": "Table IV 6%"}]}
+    out.write_text(json.dumps(data))
+    assert _complete(args)
+    data["points"].pop()
+    out.write_text(json.dumps(data))
+    assert not _complete(args)
