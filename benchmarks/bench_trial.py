@@ -17,10 +17,14 @@ per-request log-likelihood difference, and whether every per-document outcome
 (``acc``) is identical. ``speedup`` is the median ratio over the three γ (the trials;
 the baseline is measured once per study).
 
+The early γ is also scored by ``HFLM`` at batch size 1 (``--no-spread`` skips it): the
+largest difference between lm-eval's two batch sizes is the floor under which a
+log-likelihood difference is float32 rounding, not a scoring difference.
+
 ``--budgets 512,1024,...`` instead times the engine (no prefix reuse) on the baseline at
 each token budget, to choose the default.
 
-Usage: .venv/bin/python benchmarks/bench_trial.py [--limit 100] [--threads 1] [--json]
+Usage: .venv/bin/python benchmarks/bench_trial.py [--limit 100] [--threads 1] [--json] [--no-spread]
        [--budgets 512,1024,2048,4096]
 """
 
@@ -78,8 +82,23 @@ def _compare(plain: tuple[Any, ...], engine: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def bench(model_name: str, limit: int) -> dict[str, Any]:
-    """Baseline and three γ, each on both paths; the per-state rows and the summary."""
+def _spread(plain: tuple[Any, ...], single: tuple[Any, ...]) -> float:
+    """Largest per-request log-likelihood difference between two runs of lm-eval's own scoring."""
+    ll_a, ll_b = plain[3], single[3]
+    return max(
+        abs(a - b)
+        for task in ll_a
+        for doc_a, doc_b in zip(ll_a[task], ll_b[task], strict=True)
+        for a, b in zip(doc_a, doc_b, strict=True)
+    )
+
+
+def bench(model_name: str, limit: int, spread: bool = True) -> dict[str, Any]:
+    """Baseline and three γ, each on both paths; the per-state rows and the summary.
+
+    With ``spread``, the early γ is also scored by ``HFLM`` at batch size 1: how far lm-eval's
+    own log-likelihoods move with its batch's padding (the rounding floor of the comparison).
+    """
     from dse.cache import FactorCache
     from dse.models import load_model
     from dse.surgery import decomposed
@@ -89,7 +108,9 @@ def bench(model_name: str, limit: int) -> dict[str, Any]:
     loaded = load_model(model_name)
     plain = AccuracyObjective(TASKS, limit=limit, batch_size=16, fast=False, show_progress=False)
     engine = AccuracyObjective(TASKS, limit=limit, fast=True, show_progress=False)
+    plain_single = AccuracyObjective(TASKS, limit=limit, batch_size=1, fast=False, show_progress=False)
     plain.documents()
+    plain_single.documents()
     engine.documents()  # read the files before timing, as a study does
     cache = FactorCache()
     states: list[tuple[str, DecompositionConfig | None]] = [("baseline", None)]
@@ -106,7 +127,13 @@ def bench(model_name: str, limit: int) -> dict[str, Any]:
         else:
             with decomposed(loaded, gamma, cache=cache):
                 run_plain, run_engine = _measure(plain, loaded.target()), _measure(engine, loaded.target())
+                single = _measure(plain_single, loaded.target()) if spread and label == "early" else None
             row = {"state": label, "layers": list(gamma.layers), **_compare(run_plain, run_engine)}
+            if single is not None:
+                row["hflm_batch1_vs_batch16_max_abs_diff"] = _spread(run_plain, single)
+                row["hflm_batch1_same_outcomes"] = all(
+                    run_plain[2].per_task[t].per_doc == single[2].per_task[t].per_doc for t in run_plain[2].per_task
+                )
         rows.append(row)
         print(json.dumps(row), flush=True)
     store = engine.prefix_store
@@ -116,6 +143,8 @@ def bench(model_name: str, limit: int) -> dict[str, Any]:
         "max_abs_loglik_diff": max(row["max_abs_loglik_diff"] for row in rows),
         "max_rel_loglik_diff": max(row["max_rel_loglik_diff"] for row in rows),
         "same_outcomes": all(row["same_outcomes"] for row in rows),
+        "hflm_batch1_vs_batch16_max_abs_diff": next(
+            (row[key] for row in rows if (key := "hflm_batch1_vs_batch16_max_abs_diff") in row), None),
         "model": model_name,
         "tasks": list(TASKS),
         "limit": limit,
@@ -159,6 +188,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--budgets", default=None, help="comma-separated token budgets to time instead")
     parser.add_argument("--json", action="store_true", help="end with one JSON object of the results")
+    parser.add_argument("--no-spread", action="store_true",
+                        help="skip scoring the early γ with HFLM at batch size 1 (lm-eval's own rounding spread)")
     args = parser.parse_args()
     if args.limit < 1:
         parser.error(f"--limit must be a positive number of documents, got {args.limit}")
@@ -169,7 +200,7 @@ def main() -> None:
     if args.budgets:
         result = bench_budgets(args.model, args.limit, [int(b) for b in args.budgets.split(",")])
     else:
-        result = bench(args.model, args.limit)
+        result = bench(args.model, args.limit, spread=not args.no_spread)
     if args.json:
         print(json.dumps(result))
     else:

@@ -120,7 +120,7 @@ class Evaluator:
         self.progress = progress
         self.accuracy = make(
             "accuracy", settings.tasks, limit=settings.planned_limit, batch_size=settings.batch_size,
-            data_dir=settings.data_dir, show_progress=progress, order_seed=settings.order_seed,
+            data_dir=settings.data_dir, show_progress=progress, order_seed=settings.order_seed, fast=settings.fast,
         )
         self._efficiency_baseline: EfficiencyRecord | None = None
         self._hardware: dict[str, Any] | None = None

@@ -71,6 +71,9 @@ class MeasurementSettings(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     ratio_width: float = Field(default=0.02, gt=0.0, lt=1.0)
     max_repeats: int = Field(default=8, ge=2)
+    # Accuracy by the engine's fast path (objectives/fast_lm.py) or lm-eval's HFLM: the same
+    # per-document outcomes, log-likelihoods equal up to float32 rounding, so not in the keys.
+    fast: bool = True
 
     @field_validator("tasks")
     @classmethod
@@ -108,7 +111,7 @@ class MeasurementSettings(BaseModel):
         measured again; decisions (τ, confidence, feasibility mode, chunks) are re-derived.
         """
         unset = {"calibration"} if self.calibration is None else set()
-        payload = self.model_dump(mode="json", exclude={"data_dir", *_DECISION_FIELDS} | unset)
+        payload = self.model_dump(mode="json", exclude={"data_dir", "fast", *_DECISION_FIELDS} | unset)
         payload["planned_limit"] = self.planned_limit
         return _hash({"settings": payload, "lm_eval": software_versions().get("lm_eval", "")})
 

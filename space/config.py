@@ -361,7 +361,10 @@ def parse_tensor_list(text: str) -> tuple[str, ...] | Literal["all"]:
     text = text.strip()
     if text.lower() == "all":
         return "all"
-    names = tuple(p.strip() for p in text.split(",") if p.strip())
-    if not names:
+    parts = tuple(p.strip() for p in text.split(","))
+    if not any(parts):
         raise InvalidConfigError("empty tensor list: give names like q,k,v or all")
-    return names
+    if not all(parts):
+        raise InvalidConfigError(f"malformed tensor list {text!r}: an empty name between commas; "
+                                 f"give names like q,k,v or all")
+    return parts

@@ -75,6 +75,17 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     console().print(table)
 
 
+def _not_blank(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An option given on the command line with nothing in it (``--layers ""``) is a mistake, not "none"."""
+    from click.core import ParameterSource
+
+    given = ctx.get_parameter_source(param.name or "") == ParameterSource.COMMANDLINE
+    if given and isinstance(value, str) and not value.strip():
+        raise click.BadParameter("is empty: give layer indices like 2,17,29 or 2-5, or all",
+                                 ctx=ctx, param=param)
+    return value
+
+
 def gamma_options(func: F) -> F:
     """The options that describe γ: --layers, --tensors, --rank."""
     func = click.option(
@@ -86,7 +97,7 @@ def gamma_options(func: F) -> F:
         help="Decomposed tensors of each layer: comma-separated short names, or 'all'.",
     )(func)
     func = click.option(
-        "--layers", default="", show_default=False,
+        "--layers", default="", show_default=False, callback=_not_blank,
         help="Decomposed layers, 0-based (the paper's tables are 1-based): e.g. 2,17,29, 2-5 or all.",
     )(func)
     return func

@@ -1,15 +1,14 @@
 """The trial budget: who may start a trial, and how a trial's end settles its slot.
 
-Tables beside Optuna's (prefixed ``dse_``):
+Tables beside Optuna's (prefixed ``dse_``, declared in :mod:`dse.study.claim_tables`;
+the study rows, ``dse_studies``, are :mod:`dse.study.study_rows`):
 
-- ``dse_studies``: one row per study. Its creation is the lock that makes concurrent
-  ``dse study run`` on a fresh database create the study once; it also hands out
-  sampler streams, so every worker of every process draws different γ.
 - ``dse_pools``: budgets. Pool ``total`` is the definition's ``n_trials``; every
   ``resume --n-trials M`` opens its own pool of M, so N processes asking at once add
   N × M, and a crashed run's unfinished remainder is not added to it.
 - ``dse_trial_claims``: one row per trial slot taken, ``running`` → ``done`` (its trial
   COMPLETE and measured) or ``released`` (FAIL, rejected by the rules, or never started).
+- ``dse_trial_holders``: the one claim that runs a trial (``attach`` inserts it).
 - ``dse_gamma_claims``: which running claim measures a γ, so a second worker that draws
   it waits for the memo instead of measuring it again.
 
@@ -31,104 +30,37 @@ whose trial did not complete comes back. Finding dead workers is Optuna's heartb
 processes and machines (``optimize(n_trials=…)`` counts per process) and the link
 between a slot and its trial.
 
-One module because the protocol is one thing: every step's transaction sits beside the
-invariant it keeps.
+Every step's transaction sits here beside the invariant it keeps; re-queueing a lost
+trial's γ is :mod:`dse.study.requeue`.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from collections.abc import Iterable
 
-from sqlalchemy import Boolean, Engine, Float, Integer, String, func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
+
+from dse.study.claim_tables import (
+    Claim,
+    ClaimModel,
+    ClaimRow,
+    GammaClaimModel,
+    PoolModel,
+    Transactional,
+    TrialHolderModel,
+    create_tables,
+    updated,
+)
+from dse.study.requeue import Requeues
+from dse.study.study_rows import StudyRows
 
 __all__ = ["TOTAL_POOL", "Claim", "Budget", "ClaimRow", "new_pool_name"]
 
-if TYPE_CHECKING:
-    from sqlalchemy import CursorResult, Update
-
 TOTAL_POOL = "total"
-T = TypeVar("T")
-
-
-class Transactional(Protocol):
-    """Runs one unit of work in one transaction (:meth:`dse.study.memo.EngineTables.transaction`)."""
-
-    def transaction(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one transaction, retried on locks."""
-        ...
-
-
-def _updated(session: Session, statement: Update) -> int:
-    """The number of rows an UPDATE changed (``Session.execute`` is typed as a plain ``Result``)."""
-    return cast("CursorResult[Any]", session.execute(statement)).rowcount
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class StudyRowModel(_Base):
-    __tablename__ = "dse_studies"
-
-    study_name: Mapped[str] = mapped_column(String(512), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(256), nullable=False)
-    started_at: Mapped[float] = mapped_column(Float, nullable=False)
-    ready: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    streams: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-
-
-class PoolModel(_Base):
-    __tablename__ = "dse_pools"
-
-    study_name: Mapped[str] = mapped_column(String(512), primary_key=True)
-    pool: Mapped[str] = mapped_column(String(64), primary_key=True)
-    target: Mapped[int] = mapped_column(Integer, nullable=False)
-    claimed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-
-
-class ClaimModel(_Base):
-    __tablename__ = "dse_trial_claims"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    study_name: Mapped[str] = mapped_column(String(512), nullable=False, index=True)
-    pool: Mapped[str] = mapped_column(String(64), nullable=False)
-    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    owner: Mapped[str] = mapped_column(String(256), nullable=False)
-    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
-    claimed_at: Mapped[float] = mapped_column(Float, nullable=False)
-    note: Mapped[str | None] = mapped_column(String(512), nullable=True)
-
-
-class GammaClaimModel(_Base):
-    __tablename__ = "dse_gamma_claims"
-
-    key: Mapped[str] = mapped_column(String(400), primary_key=True)
-    claim_id: Mapped[int] = mapped_column(Integer, nullable=False)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A slot of a pool taken by one worker."""
-
-    id: int
-    study_name: str
-    pool: str
-    owner: str
-
-
-@dataclass(frozen=True)
-class ClaimRow:
-    """A running claim as the reaper sees it."""
-
-    id: int
-    trial_number: int | None
-    claimed_at: float
 
 
 def new_pool_name() -> str:
@@ -140,93 +72,11 @@ class Budget:
     """The budget tables of one database (an SQLAlchemy engine owned by the caller)."""
 
     def __init__(self, engine: Engine, tables: Transactional, *, create: bool = True) -> None:
-        from dse.study.storage import creating
-
         self._transaction = tables.transaction
         if create:
-            creating(lambda: _Base.metadata.create_all(engine))
-
-    # ---- the study row: creation lock and sampler streams --------------------------------
-
-    def begin_creation(self, study_name: str, owner: str, *, stale_after: float) -> str:
-        """``"create"`` (this process creates the study), ``"ready"`` or ``"wait"``.
-
-        A creator that died before marking the study ready is taken over after
-        ``stale_after`` seconds (conditional update: one process takes over).
-        """
-        now = time.time()
-
-        def insert(session: Session) -> None:
-            session.add(StudyRowModel(study_name=study_name, owner=owner, started_at=now, ready=False, streams=0))
-
-        try:
-            self._transaction(insert)
-            return "create"
-        except IntegrityError:
-            pass
-
-        def check(session: Session) -> str:
-            row = session.get(StudyRowModel, study_name)
-            if row is None or row.ready:
-                return "ready"
-            if row.started_at < now - stale_after:
-                taken = _updated(session,
-                    update(StudyRowModel).where(StudyRowModel.study_name == study_name,
-                                                StudyRowModel.owner == row.owner, StudyRowModel.ready.is_(False))
-                    .values(owner=owner, started_at=now))
-                return "create" if taken == 1 else "wait"
-            return "wait"
-
-        return self._transaction(check)
-
-    def creation_state(self, study_name: str) -> str | None:
-        """None (no row: never created here), ``"pending"`` or ``"ready"``."""
-
-        def work(session: Session) -> str | None:
-            row = session.get(StudyRowModel, study_name)
-            return None if row is None else ("ready" if row.ready else "pending")
-
-        return self._transaction(work)
-
-    def forget(self, study_name: str) -> None:
-        """Drop what these tables hold of a study whose Optuna study was deleted, so the name starts anew."""
-        from sqlalchemy import delete
-
-        def work(session: Session) -> None:
-            gone = cast("CursorResult[Any]", session.execute(delete(StudyRowModel).where(
-                StudyRowModel.study_name == study_name, StudyRowModel.ready.is_(True))))
-            if gone.rowcount:
-                session.execute(delete(PoolModel).where(PoolModel.study_name == study_name))
-                session.execute(delete(ClaimModel).where(ClaimModel.study_name == study_name))
-
-        self._transaction(work)
-
-    def mark_ready(self, study_name: str) -> None:
-        """The study exists with its definition and seeds (or existed before these tables)."""
-
-        def work(session: Session) -> None:
-            row = session.get(StudyRowModel, study_name)
-            if row is None:
-                session.add(StudyRowModel(study_name=study_name, owner="", started_at=time.time(), ready=True,
-                                          streams=0))
-            else:
-                row.ready = True
-
-        try:
-            self._transaction(work)
-        except IntegrityError:
-            self._transaction(work)
-
-    def next_stream(self, study_name: str) -> int:
-        """A number no other worker of this study has drawn (for its sampler seed)."""
-
-        def work(session: Session) -> int:
-            session.execute(update(StudyRowModel).where(StudyRowModel.study_name == study_name)
-                            .values(streams=StudyRowModel.streams + 1))
-            row = session.get(StudyRowModel, study_name)
-            return 0 if row is None else int(row.streams)
-
-        return self._transaction(work)
+            create_tables(engine)
+        self.studies = StudyRows(tables)  # the study's creation lock and sampler streams
+        self.requeues = Requeues(tables)  # who queues a lost trial's γ again
 
     # ---- pools ---------------------------------------------------------------------------
 
@@ -287,7 +137,7 @@ class Budget:
         """Take one slot of ``pool`` atomically; None when it is spent."""
 
         def work(session: Session) -> Claim | None:
-            taken = _updated(session, update(PoolModel).where(
+            taken = updated(session, update(PoolModel).where(
                 PoolModel.study_name == study_name, PoolModel.pool == pool, PoolModel.claimed < PoolModel.target,
             ).values(claimed=PoolModel.claimed + 1))
             if taken != 1:
@@ -299,11 +149,34 @@ class Budget:
 
         return self._transaction(work)
 
-    def attach(self, claim: Claim, trial_number: int) -> bool:
-        """Link the claim to its trial; False when the claim was meanwhile released as stale."""
-        return self._transaction(lambda s: _updated(s, update(ClaimModel).where(
-            ClaimModel.id == claim.id, ClaimModel.state == "running", ClaimModel.trial_number.is_(None),
-        ).values(trial_number=trial_number))) == 1
+    def attach(self, claim: Claim, trial_number: int) -> str:
+        """Link the claim to its trial, in one transaction.
+
+        Returns ``"attached"``; ``"released"`` when the claim was meanwhile released as
+        stale; ``"taken"`` when another claim holds that trial: Optuna on SQLite can hand
+        one queued trial to two processes at once (its ``SELECT … FOR UPDATE`` is a no-op
+        there), and the ``dse_trial_holders`` row says which one runs it.
+        """
+
+        class _ReleasedError(Exception):
+            pass
+
+        def work(session: Session) -> None:
+            session.add(TrialHolderModel(study_name=claim.study_name, trial_number=trial_number,
+                                         claim_id=claim.id))
+            session.flush()
+            if updated(session, update(ClaimModel).where(
+                    ClaimModel.id == claim.id, ClaimModel.state == "running", ClaimModel.trial_number.is_(None),
+            ).values(trial_number=trial_number)) != 1:
+                raise _ReleasedError  # rolls the holder row back
+
+        try:
+            self._transaction(work)
+        except _ReleasedError:
+            return "released"
+        except IntegrityError:
+            return "taken"
+        return "attached"
 
     def end(self, claim_id: int, *, done: bool, note: str = "") -> bool:
         """Settle a running claim: ``done`` keeps its slot, otherwise the slot returns.
@@ -316,7 +189,7 @@ class Budget:
             row = session.get(ClaimModel, claim_id)
             if row is None:
                 return False
-            changed = _updated(session, update(ClaimModel).where(
+            changed = updated(session, update(ClaimModel).where(
                 ClaimModel.id == claim_id, ClaimModel.state == "running",
             ).values(state=state, note=note[:512] or None))
             if changed != 1:
@@ -389,7 +262,7 @@ class Budget:
             if session.get(GammaClaimModel, key) is None:
                 session.add(GammaClaimModel(key=key, claim_id=claim.id))
                 return True
-            return _updated(session, update(GammaClaimModel).where(
+            return updated(session, update(GammaClaimModel).where(
                 GammaClaimModel.key == key,
                 (GammaClaimModel.claim_id == claim.id) | GammaClaimModel.claim_id.not_in(holders),
             ).values(claim_id=claim.id)) == 1

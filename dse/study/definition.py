@@ -89,6 +89,11 @@ class EvaluationSection(BaseModel):
     measure_latency: bool = True
     measure_energy: bool = True
     measure_memory: bool = True
+    fast: bool = Field(
+        default=True,
+        description="Score with the engine's fast path (objectives/fast_lm.py: each context once, prefix reuse) "
+                    "instead of lm-eval's HFLM; the same per-document outcomes, so not part of the study's identity.",
+    )
 
     @model_validator(mode="after")
     def _limits(self) -> EvaluationSection:
@@ -180,8 +185,8 @@ class StudyDefinition(BaseModel):
     model: str = "smollm2-135m"
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    tau: float = Field(default=4.0, ge=0.0, le=100.0, allow_inf_nan=False,
-                       description="Accuracy-drop tolerance in percentage points.")
+    tau: float = Field(default=4.0, gt=0.0, le=100.0, allow_inf_nan=False,
+                       description="Accuracy-drop tolerance in percentage points, in (0, 100].")
     objective: str = Field(default="edp", description="edp, latency, energy, params, edp-drop or reduction-drop.")
     n_trials: int = Field(default=10, ge=1, description="Measured trials the study holds when done.")
     timeout: float | None = Field(default=None, gt=0, description="Seconds a run may take before it stops asking.")
@@ -213,6 +218,20 @@ class StudyDefinition(BaseModel):
         default=None, gt=0.0, lt=100.0,
         description="Parameter budget: γ removing fewer % of the model's parameters are rejected unmeasured.",
     )
+
+    @field_validator("tau", mode="before")
+    @classmethod
+    def _tau_in_range(cls, value: Any) -> Any:
+        """One message for every bad τ (nan, inf, 0, 200): the range it must lie in."""
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return value  # pydantic says it is not a number
+        if not (math.isfinite(number) and 0.0 < number <= 100.0):
+            raise ValueError(f"τ must be a finite number in (0, 100] (percentage points), got {value!r}")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -296,6 +315,8 @@ class StudyDefinition(BaseModel):
         for key in ("calibration", "min_param_reduction_pct"):
             if data.get(key) is None:
                 data.pop(key, None)
+        # How accuracy is computed, not what: toggling it resumes the study (see EvaluationSection.fast).
+        data["evaluation"].pop("fast", None)
         for key, default in (("methods", None), ("keep_min", 0.5)):
             if data["search"].get(key) == default:
                 data["search"].pop(key, None)

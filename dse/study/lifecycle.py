@@ -8,11 +8,11 @@
    across processes: the first to insert the study's row in ``dse_studies`` creates it,
    the others wait until it is ready (a creator that died is taken over after the grace
    period), so N processes starting at once on a fresh database make one study.
-3. Load the model, take the baseline from the baseline store (:mod:`dse.baselines`, the
-   study database's ``dse_baselines``) or measure it (once per model fingerprint and
-   settings), store it in the study.
+3. Load the model, take the baseline from the baseline store or measure it
+   (:mod:`dse.study.measuring`, re-exported here).
 
-One module because these are the steps before the workers start, in their order.
+Steps 1–2 sit together because they are the checks and writes before any worker starts,
+in their order.
 """
 
 from __future__ import annotations
@@ -21,15 +21,23 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dse.study.claims import TOTAL_POOL
 from dse.study.dashboard import name_objectives
 from dse.study.definition import StudyDefinition, definition_diff
 from dse.study.encoding import Encoding, make_encoding, paper_configs
 from dse.study.goals import GOALS, Goal
+from dse.study.measuring import (
+    BASELINE_ATTR,
+    EvaluatorFactory,
+    baseline_summary,
+    calibration_key,
+    default_evaluator_factory,
+    ensure_baseline,
+    measurement_settings,
+)
 from dse.study.memo import EngineTables, worker_owner
 from dse.study.search_space import SearchSpace, build_search_space
 from dse.study.storage import StorageTarget, check_storage, open_optuna_storage, retrying
@@ -38,7 +46,6 @@ from space.errors import InvalidConfigError, StorageError, UnknownNameError
 if TYPE_CHECKING:
     import optuna
 
-    from dse.evaluation import BaselineRecord, Evaluator, MeasurementSettings
     from space.spec import ModelSpec
 
 __all__ = [
@@ -50,60 +57,10 @@ __all__ = [
 logger = logging.getLogger("dse.study")
 
 DEFINITION_ATTR = "dse:definition"
-BASELINE_ATTR = "dse:baseline"
 SEEDS_ATTR = "dse:paper_seeds"
 HISTORY_ATTR = "dse:history"
 # How long a process waits for another one that is creating the same study.
 CREATION_WAIT = 300.0
-
-EvaluatorFactory = Callable[..., "Evaluator"]
-
-
-def measurement_settings(definition: StudyDefinition) -> MeasurementSettings:
-    """The evaluator's settings from a study definition."""
-    from dse.evaluation import MeasurementSettings
-
-    ev = definition.evaluation
-    return MeasurementSettings(
-        tasks=ev.tasks, limit=ev.limit, batch_size=ev.batch_size, data_dir=ev.data_dir,
-        aggregate=ev.aggregate, workload=definition.workload, measure_latency=ev.measure_latency,
-        measure_energy=ev.measure_energy, measure_memory=ev.measure_memory, chunk_size=ev.chunk_size,
-        confidence=ev.confidence, method=ev.method, device=definition.device,
-        calibration=calibration_key(definition),
-        feasibility=ev.feasibility, max_limit=ev.max_limit, document_order=ev.document_order,
-        document_seed=ev.document_seed, threads=ev.threads, ratio_width=ev.ratio_width, max_repeats=ev.max_repeats,
-    )
-
-
-def calibration_key(definition: StudyDefinition) -> str | None:
-    """What the calibrated methods' factors depend on besides the model (keys the memo)."""
-    settings = definition.calibration_settings
-    if settings is None:
-        return None
-    import hashlib
-
-    digest = hashlib.sha256(settings.source_path().read_bytes()).hexdigest()[:16]
-    return f"{digest}/{settings.model_dump_json()}"
-
-
-def default_evaluator_factory(definition: StudyDefinition, *, progress: bool = True) -> Evaluator:
-    """Load the definition's model and wrap it in an :class:`~dse.evaluation.Evaluator`."""
-    from dse.cache import FactorCache
-    from dse.evaluation import Evaluator
-    from dse.models import load_model
-
-    FactorCache().check_writable()  # before the model loads: a bad cache dir costs one line, not a load
-    loaded = load_model(definition.model, device=definition.device, dtype=definition.dtype)
-    calibration = definition.calibration_settings
-    if calibration is not None:  # once per (model, settings), shared by every worker
-        from dse.calibration_store import load_or_collect
-
-        loaded.calibration, _ = load_or_collect(loaded, calibration, progress=progress)
-    from dse.study.spectra import register
-
-    register(loaded)  # the spectrum encoding reads this model's weights, not a second copy
-    return Evaluator(loaded, measurement_settings(definition), progress=progress)
-
 
 def quiet_optuna() -> None:
     """Optuna's INFO lines and experimental warnings are noise in the CLI."""
@@ -210,7 +167,7 @@ def _create(storage: optuna.storages.RDBStorage, tables: EngineTables, definitio
     for line in skipped:
         logger.info("paper seed skipped: %s", line)
     tables.budget.set_total(name, definition.n_trials)
-    tables.budget.mark_ready(name)
+    tables.budget.studies.mark_ready(name)
 
 
 def _open_or_create(storage: optuna.storages.RDBStorage, tables: EngineTables, target: StorageTarget,
@@ -224,7 +181,7 @@ def _open_or_create(storage: optuna.storages.RDBStorage, tables: EngineTables, t
     deadline = time.monotonic() + CREATION_WAIT
     while True:
         exists = name in retrying(lambda: optuna.get_all_study_names(storage))
-        state = tables.budget.creation_state(name)
+        state = tables.budget.studies.creation_state(name)
         if exists:
             study = retrying(lambda: optuna.load_study(study_name=name, storage=storage))
             if state != "pending":
@@ -232,15 +189,15 @@ def _open_or_create(storage: optuna.storages.RDBStorage, tables: EngineTables, t
                     raise InvalidConfigError(
                         f"study {name!r} in {target.display()} was not made by lowrank-dse; choose another --name"
                     )
-                tables.budget.mark_ready(name)  # also a study made before dse_studies existed
+                tables.budget.studies.mark_ready(name)  # also a study made before dse_studies existed
                 return False
         elif state == "ready" or (resume_only and state is None):
             # Deleted from Optuna's tables, or never made: resume lists what exists; run starts anew.
             if resume_only:
                 open_existing(name, target)  # raises UnknownNameError listing the studies there
-            tables.budget.forget(name)
+            tables.budget.studies.forget(name)
             continue
-        step = tables.budget.begin_creation(name, owner, stale_after=definition.grace_seconds)
+        step = tables.budget.studies.begin_creation(name, owner, stale_after=definition.grace_seconds)
         if step == "create":
             _create(storage, tables, definition, space, encoding, goal)
             return True
@@ -327,27 +284,3 @@ def _accept_definition(study: optuna.Study, stored: StudyDefinition, definition:
     elif definition.model_dump(mode="json") != study.user_attrs[DEFINITION_ATTR] and not resume_only:
         # Budget fields (n_trials, timeout, ...) may change freely; keep the latest.
         retrying(lambda: study.set_user_attr(DEFINITION_ATTR, definition.model_dump(mode="json")))
-
-
-# ---- baseline ---------------------------------------------------------------------------
-
-
-def baseline_summary(record: BaselineRecord) -> dict[str, Any]:
-    """The baseline without its per-document results, for the study's attributes."""
-    return record.model_dump(mode="json", exclude={"accuracy_measurement"})
-
-
-def ensure_baseline(prepared: Prepared, evaluator: Evaluator) -> BaselineRecord:
-    """The stored baseline for this model and settings, or a new measurement of it."""
-    from dse.baselines import BaselineStore
-
-    store = BaselineStore(prepared.tables)
-    baseline = store.get(evaluator.loaded.fingerprint, evaluator.settings.accuracy_key())
-    if baseline is None:
-        logger.info("measuring the baseline of %s", prepared.definition.model)
-        baseline = evaluator.baseline()
-        store.put(baseline)
-    summary = baseline_summary(baseline)
-    if prepared.study.user_attrs.get(BASELINE_ATTR) != summary:
-        retrying(lambda: prepared.study.set_user_attr(BASELINE_ATTR, summary))
-    return baseline

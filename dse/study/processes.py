@@ -26,7 +26,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from dse.study.definition import StudyDefinition
-from dse.study.lifecycle import EvaluatorFactory, default_evaluator_factory, prepare
+from dse.study.lifecycle import prepare
+from dse.study.measuring import EvaluatorFactory, default_evaluator_factory
 from dse.study.worker import STAT_FIELDS, Worker, WorkerStats
 from space.errors import DseError
 

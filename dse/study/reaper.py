@@ -1,20 +1,22 @@
 """Finding trials whose worker died, and settling the budget slots they held.
 
-Optuna does most of it: ``RDBStorage(heartbeat_interval, grace_period,
-heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())`` plus
-``optuna.storages.fail_stale_trials`` fail a RUNNING trial whose heartbeat stopped and
-queue its parameters again (a paper seed killed before ``suggest`` keeps its
-``fixed_params``). What it lacks, and :func:`reconcile` adds:
+Optuna does most of it: ``RDBStorage(heartbeat_interval, grace_period)`` plus
+``optuna.storages.fail_stale_trials`` fail a RUNNING trial whose heartbeat stopped. What
+it lacks, and :func:`reconcile` adds:
 
 - A trial killed between ``ask`` and its first heartbeat has no heartbeat row, and
   Optuna never finds it stale. Here: a RUNNING trial that no running claim holds and
-  that started more than ``grace_period`` ago is failed and queued again the same way.
+  that started more than ``grace_period`` ago is failed the same way.
+- Queueing the failed trial's γ again survives a kill between failing and queueing
+  (Optuna's ``RetryHeartbeatStaleTrialCallback`` runs after the fail, in another
+  transaction, and is lost with the process): :mod:`dse.study.requeue` derives what is
+  still to queue from the stored trials, so the storage gets no stale-trial callback.
 - Optuna knows nothing of the budget: a claim whose trial has finished is settled from
   the trial's state (:meth:`dse.study.claims.Budget.end`), and a claim that never got a
   trial is released after ``grace_period``.
 
-Every step is idempotent and conditional, so a kill inside the reaper leaves nothing
-that the next reconcile does not finish.
+Every step is conditional and derived from stored state, so a kill at any point inside
+the reaper leaves nothing that the next reconcile (of any process) does not finish.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dse.study.requeue import requeue_pending
 from dse.study.storage import retrying
 
 if TYPE_CHECKING:
@@ -33,23 +36,9 @@ if TYPE_CHECKING:
 
     from dse.study.claims import Budget
 
-__all__ = ["Reaped", "reconcile", "stale_trial_callback", "settle_claim"]
+__all__ = ["Reaped", "reconcile", "settle_claim"]
 
 logger = logging.getLogger("dse.study")
-
-# A γ whose process dies every time (out of memory, say) is retried this often, then left FAIL.
-MAX_RETRY = 3
-
-
-def stale_trial_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
-    """Optuna's retry callback: a stale trial's parameters are queued again."""
-    import warnings
-
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
 
 @dataclass
@@ -57,6 +46,7 @@ class Reaped:
     """What one reconcile did."""
 
     failed: int = 0  # trials failed here (their worker died)
+    requeued: int = 0  # γ of failed trials queued again here
     released: int = 0  # slots returned to their pool
 
 
@@ -77,11 +67,11 @@ def settle_claim(budget: Budget, claim_id: int, trial: optuna.trial.FrozenTrial 
 
 def _fail_orphans(study: optuna.Study, budget: Budget, grace: float,
                   trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Fail RUNNING trials that no claim holds and that never beat (killed right after ``ask``)."""
     from optuna.trial import TrialState
 
     held = {c.trial_number for c in budget.running(study.study_name) if c.trial_number is not None}
     cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace)
-    callback = stale_trial_callback()
     failed = 0
     for trial in trials:
         if trial.state != TrialState.RUNNING or trial.number in held:
@@ -94,15 +84,15 @@ def _fail_orphans(study: optuna.Study, budget: Budget, grace: float,
             continue  # finished meanwhile (another reaper or its late worker)
         logger.warning("trial %d lost its worker before its first heartbeat: marked FAIL, queued again",
                        trial.number)
-        fresh = {t.number: t for t in retrying(lambda: study.get_trials(deepcopy=False))}
-        callback(study, fresh[trial.number])
         failed += 1
     return failed
 
 
 def reconcile(study: optuna.Study, budget: Budget, grace: float) -> Reaped:
-    """Fail the trials of dead workers and settle every claim whose trial has ended."""
+    """Fail the trials of dead workers, queue their γ again, and settle every claim whose trial has ended."""
     import optuna
+
+    from dse.study.memo import worker_owner
 
     reaped = Reaped()
     before = {t.number for t in retrying(lambda: study.get_trials(deepcopy=False, states=(
@@ -111,13 +101,15 @@ def reconcile(study: optuna.Study, budget: Budget, grace: float) -> Reaped:
     trials = retrying(lambda: study.get_trials(deepcopy=False))
     by_number = {t.number: t for t in trials}
     for number in sorted(before):
-        if by_number[number].state.name == "FAIL":
+        if by_number[number].state.name == "FAIL" and "fail_reason" not in by_number[number].user_attrs:
             reaped.failed += 1
             logger.warning("trial %d lost its worker (no heartbeat): marked FAIL, its γ queued again", number)
     reaped.failed += _fail_orphans(study, budget, grace, trials)
     if reaped.failed:
         trials = retrying(lambda: study.get_trials(deepcopy=False))
-        by_number = {t.number: t for t in trials}
+    # Every pending re-queue, not only this call's: a reaper killed after failing a trial left its γ to us.
+    reaped.requeued = requeue_pending(study, budget.requeues, grace, worker_owner(), trials)
+    by_number = {t.number: t for t in trials}
     now = time.time()
     for claim in budget.running(study.study_name):
         if claim.trial_number is None:

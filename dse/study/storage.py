@@ -211,7 +211,7 @@ def open_optuna_storage(target: StorageTarget, *, create: bool = True, heartbeat
         create: create Optuna's tables when missing (``run``). Read-only callers pass
             False: a database without them holds no study and is left as it is.
         heartbeat_interval: seconds between a running trial's heartbeats; given by
-            workers, which then use Optuna's heartbeat and stale-trial retry
+            workers, which then use Optuna's heartbeat and stale-trial detection
             (see :mod:`dse.study.reaper`).
         grace_period: seconds without a heartbeat before a RUNNING trial is failed.
 
@@ -236,10 +236,9 @@ def open_optuna_storage(target: StorageTarget, *, create: bool = True, heartbeat
             engine.dispose()
         heartbeat: dict[str, Any] = {}
         if heartbeat_interval is not None:
-            from dse.study.reaper import stale_trial_callback
-
-            heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
-                         "heartbeat_stale_trial_callback": stale_trial_callback()}
+            # No stale-trial callback: dse.study.requeue queues a stale trial's γ again so
+            # that a kill between the fail and the re-queue loses nothing.
+            heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return creating(lambda: optuna.storages.RDBStorage(

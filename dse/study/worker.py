@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,10 +26,12 @@ from dse.study.claims import Claim
 from dse.study.dashboard import gamma_attrs, record_constraint
 from dse.study.encoding import RejectedGamma
 from dse.study.feasibility import constraint_for
-from dse.study.goals import REJECTED_CONSTRAINT, standin_ratios
+from dse.study.heartbeat import Heartbeat, worker_seed
 from dse.study.memo import MemoEntry, worker_owner
 from dse.study.progress import Progress
 from dse.study.reaper import reconcile, settle_claim
+from dse.study.rejections import tell_rejected
+from dse.study.requeue import requeue_pending
 from dse.study.samplers import make_sampler
 from dse.study.search_space import check_gamma
 from dse.study.storage import retrying
@@ -71,39 +72,6 @@ class WorkerStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-class _Heartbeat:
-    """Optuna's heartbeat of one trial, recorded in a thread while the trial runs."""
-
-    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: float) -> None:
-        self._storage, self._trial_id, self._interval = storage, trial_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="dse-heartbeat", daemon=True)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                retrying(lambda: self._storage.record_heartbeat(self._trial_id))
-            except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal
-                logger.debug("heartbeat failed: %s", exc)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def _seed(base: int | None, stream: int) -> int | None:
-    """A seed of its own for each worker: the study's seed mixed with a stream drawn from the database."""
-    if base is None:
-        return None
-    import numpy as np
-
-    return int(np.random.SeedSequence([base, stream]).generate_state(1)[0])
-
-
 class Worker:
     """Runs trials of one prepared study with one evaluator until its pool is spent."""
 
@@ -120,9 +88,9 @@ class Worker:
         self.kl_screen: Any = None  # dse.screen.StudyScreen, when the definition screens
         definition = prepared.definition
         self.study_id = retrying(lambda: prepared.storage.get_study_id_from_name(definition.study_name))
-        stream = prepared.tables.budget.next_stream(definition.study_name)
+        stream = prepared.tables.budget.studies.next_stream(definition.study_name)
         prepared.study.sampler = make_sampler(
-            definition.search.sampler, seed=_seed(definition.search.seed, stream), n_trials=definition.n_trials,
+            definition.search.sampler, seed=worker_seed(definition.search.seed, stream), n_trials=definition.n_trials,
             n_startup_trials=definition.search.n_startup_trials, multi_objective=prepared.goal.multi_objective,
         )
 
@@ -160,16 +128,6 @@ class Worker:
             self.progress.close()
         return self.stats
 
-    def _requeue(self, frozen: optuna.trial.FrozenTrial) -> None:
-        """Queue the γ of a trial stopped by Ctrl-C: not its fault, so the next run measures it first."""
-        params = dict(frozen.params) or dict(frozen.system_attrs.get("fixed_params", {}))
-        attrs: dict[str, Any] = {"retry_of": frozen.number}
-        if frozen.user_attrs.get("paper_seed"):
-            attrs["paper_seed"] = frozen.user_attrs["paper_seed"]
-        # Not retried: enqueue_trial spans several transactions, so a repeat after a late lock
-        # error could queue the γ twice; SQLite's busy timeout already waits for the lock.
-        self.p.study.enqueue_trial(params, user_attrs=attrs)
-
     def _one(self, claim: Claim) -> str:
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
@@ -184,14 +142,19 @@ class Worker:
             trial_id = retrying(lambda: storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
             # The first beat before attaching: a kill between the two leaves a trial Optuna finds stale.
             retrying(lambda: storage.record_heartbeat(trial_id))
-            if not budget.attach(claim, trial.number):
+            attached = budget.attach(claim, trial.number)
+            if attached == "taken":
+                # Another worker was handed the same queued trial and runs it: give this slot back.
+                budget.end(claim.id, done=False, note=f"trial {trial.number} runs under another claim")
+                return _LOST
+            if attached == "released":
                 # A lock wait longer than the grace period: the slot was released meanwhile.
                 if retrying(lambda: storage.get_trial(trial_id)).state == TrialState.RUNNING:
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                    self._requeue(retrying(lambda: storage.get_trial(trial_id)))
+                    self._requeue(trial.number)
                 return _LOST
             trial.set_user_attr("worker", self.owner)  # `show` says which process runs it
-            with _Heartbeat(storage, trial_id, self.p.definition.heartbeat_interval):
+            with Heartbeat(storage, trial_id, self.p.definition.heartbeat_interval):
                 outcome = self._measure(trial, claim)
         except UpdateFinishedTrialError:
             # Another process's reaper failed this trial (a stall longer than the grace period)
@@ -207,6 +170,14 @@ class Worker:
         self.progress.advance()
         return outcome
 
+    def _requeue(self, number: int) -> None:
+        """Queue the γ of a trial this worker gave up (interrupted, or its slot lost) again.
+
+        A kill before it is done leaves the trial pending for the next reconcile (:mod:`dse.study.requeue`).
+        """
+        requeue_pending(self.p.study, self.p.tables.budget.requeues, self.p.definition.grace_seconds,
+                        self.owner, only=number)
+
     def _failed(self, claim: Claim, trial: optuna.trial.Trial | None, trial_id: int, exc: BaseException) -> None:
         """Record a trial that raised (or was interrupted) as FAIL and give its slot back."""
         from optuna.trial import TrialState
@@ -221,8 +192,8 @@ class Worker:
             if trial is not None:
                 trial.set_user_attr("fail_reason", reason[:500])
                 self.p.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                if interrupted and trial_id >= 0:
-                    self._requeue(self.p.storage.get_trial(trial_id))
+                if interrupted:
+                    self._requeue(trial.number)
             self.p.tables.budget.end(claim.id, done=False, note=reason)
         except BaseException as cleanup:  # noqa: BLE001 - the original error matters more
             logger.warning("could not record the end of trial %s: %s (the next run's reaper will)",
@@ -264,7 +235,8 @@ class Worker:
         except RejectedGamma as rejected:
             gamma, reason = None, rejected.reason
         if reason is not None:
-            self._tell_rejected(trial, gamma, reason)
+            tell_rejected(self.p.study, trial, self.p.space.spec, self.p.goal.metrics, gamma, reason)
+            self.stats.rejected += 1
             return _REJECTED
         assert gamma is not None
         label = gamma.describe(spec)
@@ -328,32 +300,3 @@ class Worker:
                 raise InvalidConfigError("the KL screen needs the benchmark data directory (wikitext2/)")
             self.kl_screen = StudyScreen(self.evaluator, data_dir, self.p.definition.tau)
         return self.kl_screen.check(gamma, retrying(lambda: self.p.study.get_trials(deepcopy=False)))
-
-    def _tell_rejected(self, trial: optuna.trial.Trial, gamma: DecompositionConfig | None, reason: str) -> None:
-        """A γ the rules exclude: kept as COMPLETE and infeasible (the sampler learns), not measured."""
-        from optuna.trial import TrialState
-
-        from space.metrics import parameter_report
-
-        spec = self.p.space.spec
-        reduction = 0.0
-        if gamma is not None:
-            try:
-                reduction = parameter_report(spec, gamma).param_reduction_pct
-                trial.set_user_attr("gamma", gamma.canonical(spec))
-                trial.set_user_attr("gamma_hash", gamma.hash(spec))
-                trial.set_user_attr("gamma_label", gamma.describe(spec))
-                for key, value in gamma_attrs(gamma.canonical(spec), spec).items():
-                    trial.set_user_attr(key, value)
-            except InvalidConfigError:
-                pass
-        estimates = standin_ratios(reduction) | {"param_reduction_pct": reduction, "accuracy_drop_pp": 100.0}
-        values = [estimates[m] for m in self.p.goal.metrics]
-        record_constraint(trial, REJECTED_CONSTRAINT)
-        trial.set_user_attr("rejected", True)
-        trial.set_user_attr("reject_reason", reason)
-        trial.set_user_attr("memoized", False)
-        trial.set_user_attr("feasible", False)
-        trial.set_user_attr("param_reduction_pct", reduction)
-        retrying(lambda: self.p.study.tell(trial, values, state=TrialState.COMPLETE, skip_if_finished=True))
-        self.stats.rejected += 1

@@ -84,6 +84,13 @@ def test_settings_keys_separate_accuracy_from_efficiency() -> None:
     assert a.accuracy_key() != _settings(limit=7).accuracy_key()
 
 
+def test_the_fast_switch_picks_the_scoring_path_and_keeps_the_keys(tiny_llama) -> None:  # type: ignore[no-untyped-def]
+    plain = _settings(fast=False)
+    assert plain.key() == _settings().key() and plain.accuracy_key() == _settings().accuracy_key()
+    assert Evaluator(tiny_llama, plain, progress=False).accuracy.fast is False
+    assert Evaluator(tiny_llama, _settings(), progress=False).accuracy.fast is True
+
+
 def test_baseline_of_other_weights_is_refused(evaluator, baseline) -> None:  # type: ignore[no-untyped-def]
     forged = baseline.model_copy(update={"fingerprint": "0" * 16})
     with pytest.raises(InvalidConfigError, match=r"other weights|weights"):

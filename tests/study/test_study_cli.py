@@ -161,7 +161,7 @@ def test_study_file_problems_are_one_line_each(capsys, tmp_path: Path) -> None: 
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (("--tau", "-1"), ("tau", "greater than or equal to 0")),
+        (("--tau", "-1"), ("tau", "finite number in (0, 100]")),
         (("--n-trials", "0"), ("n_trials", "greater than or equal to 1")),
         (("--rule", "skip-early=4"), ("skip-early=4", "nothing to decompose")),
         (("--rule", "skip-early=1", "--rule", "skip-late=3"), ("skip-early=1", "skip-late=3")),

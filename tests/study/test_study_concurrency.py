@@ -49,16 +49,17 @@ def test_simultaneous_runs_then_simultaneous_resumes_are_exact(
         backend_url: str, make_definition: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "evaluations.log"
     env = {"STUDY_FAKE_LOG": str(log)}
-    # A generous grace: six processes on a busy machine must not fail each other's live trials.
-    definition = make_definition(storage=backend_url, n_trials=6, rules=ALL_LAYERS, grace_period=6)
+    # No process dies here, so nothing may ever be reaped: a grace far beyond any lock wait or
+    # scheduling delay of a loaded machine takes timing out of the counts.
+    definition = make_definition(storage=backend_url, n_trials=6, rules=ALL_LAYERS, grace_period=3600)
     ran = _at_once(definition, env, 3)
     assert sum(ran) == 6  # together exactly the budget, each process counted its own
     check_exact(backend_url, 6, log)
     more = _at_once(definition, env, 3, more=3)
     rows = check_exact(backend_url, 15, log)  # each request adds its own 3, however they interleave
-    # A trial a loaded machine let go stale is counted again by the worker that retries it.
-    assert sum(more) >= 9
-    assert sum(bool(r["paper_seed"]) for r in rows if r["state"] == "COMPLETE") == 2  # seeds queued once
+    assert sum(more) == 9
+    assert all(r["state"] == "COMPLETE" for r in rows)  # nothing failed, nothing reaped or retried
+    assert sum(bool(r["paper_seed"]) for r in rows) == 2  # seeds queued once
 
 
 @pytest.mark.slow  # spawned workers import torch & co. afresh: tens of seconds on a busy machine
@@ -70,7 +71,7 @@ def test_three_workers_in_fifteen_gammas_never_measure_one_twice(
     monkeypatch.setenv("STUDY_FAKE_SLEEP", "0.3")  # the spawned workers inherit these
     monkeypatch.setenv("STUDY_FAKE_LOG", str(log))
     env: dict[str, str] = {}
-    definition = make_definition(storage=backend_url, n_trials=9, workers=3, rules=ALL_LAYERS,
+    definition = make_definition(storage=backend_url, n_trials=9, workers=3, rules=ALL_LAYERS, grace_period=3600,
                                  search={"paper_seeds": 0})
     assert _at_once(definition, env, 1) == [9]  # the summary counts every worker's trials
     rows = check_exact(backend_url, 9, log)

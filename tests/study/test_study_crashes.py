@@ -36,8 +36,20 @@ POINTS: dict[str, tuple[str, str, int, Any]] = {
     "after_memo_write": ("dse.study.memo.EngineTables.memo_put", "after", 2, None),
     "after_tell": ("optuna.study.Study.tell", "after", 2, _complete),
     "during_baseline": ("study_fakes.FakeEvaluator.baseline", "before", 1, None),
-    # Inside the reaper: the stale trial is FAIL but its γ not yet queued again nor its slot settled.
-    "inside_reaper": ("optuna.storages.RetryHeartbeatStaleTrialCallback.__call__", "before", 1, None),
+}
+# Inside the reaper, at each of its steps (the first reconcile of a resume that finds a
+# trial left RUNNING by a previous kill): the first kill, then the point in the reaper.
+REAPER_POINTS: dict[str, tuple[str, tuple[str, str, int, Any]]] = {
+    # The stale trial is FAIL; its γ not yet queued again, its slot not settled.
+    "reaper_after_fail": ("after_memo_write", ("dse.study.reaper.requeue_pending", "before", 1, None)),
+    # This reaper holds the trial's dse_requeues row but has not queued it (taken over after the grace).
+    "reaper_before_queue": ("after_memo_write", ("optuna.study.Study.add_trial", "before", 1, None)),
+    # Queued again, the slot not yet settled.
+    "reaper_after_queue": ("after_memo_write", ("optuna.study.Study.add_trial", "after", 1, None)),
+    # Settling the dead trial's slot.
+    "reaper_settling": ("after_memo_write", ("dse.study.claims.Budget.end", "before", 1, None)),
+    # A trial killed before its first heartbeat, failed by the reaper, not yet queued again.
+    "reaper_orphan_after_fail": ("after_ask", ("dse.study.reaper.requeue_pending", "before", 1, None)),
 }
 
 
@@ -73,23 +85,29 @@ def check_exact(storage: str, n_trials: int, log: Path) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.parametrize("point", list(POINTS))
+@pytest.mark.parametrize("point", list(POINTS) + list(REAPER_POINTS))
 def test_a_kill_at_any_step_leaves_exactly_n_trials_after_resume(
         point: str, backend_url: str, make_definition: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "evaluations.log"
     monkeypatch.setenv("STUDY_FAKE_LOG", str(log))
     definition = make_definition(storage=backend_url, n_trials=4, rules=dict(TINY_RULES, **{"skip-early": 0}))
-    if point == "inside_reaper":
+    if point in REAPER_POINTS:
         # A first kill leaves a RUNNING trial; the resume that reaps it is killed inside the reaper.
-        _killed_run(definition, POINTS["after_memo_write"])
-        _killed_run(definition, POINTS[point], resume=True)
+        first, inside = REAPER_POINTS[point]
+        _killed_run(definition, POINTS[first])
+        _killed_run(definition, inside, resume=True)
     else:
         _killed_run(definition, POINTS[point])
     handle = resume_study("tiny", storage=backend_url, evaluator_factory=FakeFactory(), progress=False, plots=False)
     rows = check_exact(backend_url, 4, log)
-    if point == "after_memo_write":
-        # The killed trial's γ was queued again and answered from the memo, not measured again.
-        retried = [r for r in rows if r["retry_of"] is not None and r["state"] == "COMPLETE"]
-        assert retried and all(r["memoized"] for r in retried)
+    if point == "after_memo_write" or point in REAPER_POINTS:
+        # The killed trial's γ was queued again exactly once, and answered from the memo
+        # when it had been measured, not measured again.
+        retried = [r for r in rows if r["retry_of"] is not None]
+        lost = [r["number"] for r in rows if r["state"] == "FAIL"]
+        assert sorted(r["retry_of"] for r in retried) == sorted(lost), (retried, lost)
+        assert all(r["state"] == "COMPLETE" for r in retried)
+        if REAPER_POINTS.get(point, ("after_memo_write",))[0] == "after_memo_write":
+            assert all(r["memoized"] for r in retried)
     if point != "during_baseline":
         assert handle.run_stats is not None

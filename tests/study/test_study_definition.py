@@ -65,7 +65,7 @@ def test_not_toml_is_one_data_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("tau", -1.0, "greater than or equal to 0"),
+        ("tau", -1.0, r"finite number in \(0, 100\]"),
         ("n_trials", 0, "greater than or equal to 1"),
         ("objective", "speed", "unknown objective 'speed'"),
         ("rules", {"skip-erly": 2}, "Did you mean 'skip-early'"),
@@ -110,3 +110,20 @@ def test_diff_names_changed_keys_and_ignores_the_budget() -> None:
     b = a.with_overrides(tau=3.0, limit=9, n_trials=99, storage="sqlite:///other.db", timeout=5)
     assert definition_diff(a.identity(), b.identity()) == ["evaluation.limit: null -> 9", "tau: 4.0 -> 3.0"]
     assert definition_diff(a.identity(), a.with_overrides(n_trials=1).identity()) == []
+
+
+def test_the_fast_path_switch_reaches_the_evaluator_and_does_not_change_what_a_study_is(tmp_path: Path) -> None:
+    from dse.study.measuring import measurement_settings
+
+    path = tmp_path / "slow.toml"
+    path.write_text('model = "tiny-llama"\n[evaluation]\nfast = false\n', encoding="utf-8")
+    plain = load_definition(path)
+    default = StudyDefinition(model="tiny-llama", name="slow")
+    assert default.evaluation.fast is True and plain.evaluation.fast is False
+    assert measurement_settings(plain).fast is False and measurement_settings(default).fast is True
+    # the same per-document outcomes either way: toggling it resumes the study and keeps the memo
+    assert definition_diff(default.identity(), plain.identity()) == []
+    assert measurement_settings(plain).key() == measurement_settings(default).key()
+    path.write_text('model = "tiny-llama"\n[evaluation]\nfast = "sometimes"\n', encoding="utf-8")
+    with pytest.raises(ValidationError, match="fast"):
+        load_definition(path)

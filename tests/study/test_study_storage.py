@@ -40,7 +40,8 @@ def test_tables_are_prefixed_and_stamped_with_the_schema_version(tables: EngineT
     names = {row[0] for row in sqlite3.connect(tmp_path / "db.db").execute("select name from sqlite_master "
                                                                            "where type='table'")}
     assert names == {"dse_schema", "dse_memo", "dse_baselines", "dse_studies", "dse_pools", "dse_trial_claims",
-                     "dse_gamma_claims"}
+                     "dse_gamma_claims", "dse_requeues",
+                     "dse_trial_holders"}
     assert tables.schema_version() == SCHEMA_VERSION == 2
 
 
@@ -106,11 +107,22 @@ def test_a_claim_attaches_once_and_not_after_it_was_released(tables: EngineTable
     budget = tables.budget
     budget.set_total("s", 2)
     claim = budget.claim("s", "total", "w")
-    assert claim is not None and budget.attach(claim, 7) and not budget.attach(claim, 8)
+    assert claim is not None and budget.attach(claim, 7) == "attached" and budget.attach(claim, 8) != "attached"
     late = budget.claim("s", "total", "w")
     assert late is not None and budget.end(late.id, done=False, note="stale")
-    assert not budget.attach(late, 9)
+    assert budget.attach(late, 9) == "released"
     assert [c.trial_number for c in budget.running("s")] == [7]
+
+
+def test_a_trial_handed_to_two_claims_runs_under_one(tables: EngineTables) -> None:
+    # Optuna on SQLite can pop one queued trial in two processes at once: only one claim may hold it.
+    budget = tables.budget
+    budget.set_total("s", 2)
+    first, second = budget.claim("s", "total", "a"), budget.claim("s", "total", "b")
+    assert first is not None and second is not None
+    assert budget.attach(first, 3) == "attached"
+    assert budget.attach(second, 3) == "taken"
+    assert [(c.id, c.trial_number) for c in budget.running("s")] == [(first.id, 3), (second.id, None)]
 
 
 def test_a_gamma_is_measured_by_one_running_claim(tables: EngineTables) -> None:
@@ -126,9 +138,9 @@ def test_a_gamma_is_measured_by_one_running_claim(tables: EngineTables) -> None:
 
 def test_creation_is_decided_once(tables: EngineTables) -> None:
     budget = tables.budget
-    assert budget.begin_creation("s", "a", stale_after=60) == "create"
-    assert budget.begin_creation("s", "b", stale_after=60) == "wait"
-    assert budget.begin_creation("s", "c", stale_after=-1) == "create"  # a dead creator is taken over
-    budget.mark_ready("s")
-    assert budget.begin_creation("s", "d", stale_after=60) == "ready"
-    assert budget.next_stream("s") != budget.next_stream("s")
+    assert budget.studies.begin_creation("s", "a", stale_after=60) == "create"
+    assert budget.studies.begin_creation("s", "b", stale_after=60) == "wait"
+    assert budget.studies.begin_creation("s", "c", stale_after=-1) == "create"  # a dead creator is taken over
+    budget.studies.mark_ready("s")
+    assert budget.studies.begin_creation("s", "d", stale_after=60) == "ready"
+    assert budget.studies.next_stream("s") != budget.studies.next_stream("s")
