@@ -16,7 +16,7 @@ correlated). The calibration of svd-llm/asvd uses the validation split. Paramete
 reductions are counted exactly; EDP is left to the replay (the engine's stand-in from
 the paper's slopes). Resumable: γ already in ``--out`` are not measured again.
 
-Usage (42 minutes on one core shared with other jobs; a complete table: nothing to do):
+Usage (about 45 minutes on one core shared with other jobs; a complete table: nothing to do):
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_search_measure.py --out docs/results/bench_search_profile.json
 """
 
