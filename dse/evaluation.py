@@ -16,7 +16,9 @@ decided is :mod:`dse.trial_accuracy`, how efficiency is compared :mod:`dse.trial
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from dse import trial_accuracy
 from dse.records import (
@@ -36,6 +38,7 @@ from space.errors import InvalidConfigError
 if TYPE_CHECKING:
     from dse.cache import FactorCache
     from dse.models import LoadedModel
+    from dse.screen import ScreenDecision
     from objectives.accuracy import AccuracyMeasurement
     from objectives.efficiency import PairedComparison
     from objectives.sequential import Decision, SequentialDecider
@@ -44,12 +47,31 @@ __all__ = [
     "BaselineRecord",
     "EfficiencyRecord",
     "Evaluator",
+    "TrialOutcome",
     "MeasurementSettings",
     "TaskRecord",
     "TrialRecord",
     "hardware_identity",
     "software_versions",
 ]
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What one trial of a study produced: its record, and whether the memo should keep it.
+
+    ``source``: ``memo`` (a stored measurement re-judged under this τ), ``measured`` (new:
+    ``fresh``, to be stored), or ``screened`` (the KL screen skipped γ; no record).
+    """
+
+    source: Literal["memo", "measured", "screened"]
+    record: dict[str, Any] | None
+    screen: ScreenDecision | None = None
+
+    @property
+    def fresh(self) -> bool:
+        """A new measurement, which the memo stores."""
+        return self.source == "measured"
+
 
 class Evaluator:
     """Measures the baseline once and each γ against it, on one loaded model.
@@ -184,6 +206,26 @@ class Evaluator:
                                        wants_efficiency=self._wants_efficiency())
 
     # ---- trials -------------------------------------------------------------------
+
+    def trial(self, gamma: DecompositionConfig, baseline: BaselineRecord, *, tau: float,
+              stored: dict[str, Any] | None = None,
+              screen: Callable[[DecompositionConfig], ScreenDecision] | None = None) -> TrialOutcome:
+        """A study trial's record: ``stored`` re-judged under ``tau`` where it can be, else screened, else measured.
+
+        ``stored`` is the memo's record of γ (:meth:`rederive` decides whether it still
+        answers); ``screen`` the study's KL screen, consulted only before a measurement.
+        """
+        if stored is not None:
+            rederived = self.rederive(stored, baseline, tau)
+            if rederived is not None:
+                return TrialOutcome("memo", rederived.model_dump(mode="json"))
+        decision = screen(gamma) if screen is not None else None
+        if decision is not None and decision.skip:
+            return TrialOutcome("screened", None, decision)
+        record = self.evaluate(gamma, baseline, tau=tau).model_dump(mode="json")
+        if decision is not None:
+            record["kl_divergence"] = decision.kl
+        return TrialOutcome("measured", record, decision)
 
     def evaluate(
         self, gamma: DecompositionConfig, baseline: BaselineRecord, *, tau: float | None = None
