@@ -118,9 +118,14 @@ def reconcile(study: optuna.Study, budget: Budget, grace: float) -> Reaped:
                 reaped.released += 1
             continue
         trial = by_number.get(claim.trial_number)
+        if trial is None:
+            # Attached to a trial created after the snapshot above: it is running or has just
+            # ended; its worker (or a later reconcile) settles it. Settling it here from "no
+            # trial" would release a live slot and let the budget run one trial over.
+            continue
         note = ""
-        if trial is not None and trial.state.name == "FAIL" and not trial.user_attrs.get("fail_reason"):
+        if trial.state.name == "FAIL" and not trial.user_attrs.get("fail_reason"):
             note = f"stale: no heartbeat for {grace:.0f} s (process killed?)"
-        if settle_claim(budget, claim.id, trial, note) and trial is not None and not _is_measured(trial):
+        if settle_claim(budget, claim.id, trial, note) and not _is_measured(trial):
             reaped.released += 1
     return reaped
