@@ -16,9 +16,8 @@ correlated). The calibration of svd-llm/asvd uses the validation split. Paramete
 reductions are counted exactly; EDP is left to the replay (the engine's stand-in from
 the paper's slopes). Resumable: γ already in ``--out`` are not measured again.
 
-Usage (about 30 minutes on one shared core):
-    nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/bench_search_measure.py \
-        --out docs/results/bench_search_profile.json
+Usage (about 45 minutes on one core shared with other jobs; a complete table: nothing to do):
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_search_measure.py --out docs/results/bench_search_profile.json
 """
 
 from __future__ import annotations
@@ -74,8 +73,12 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=16)
     parser.add_argument("--calibration-sequences", type=int, default=4)
     parser.add_argument("--cache-dir", default=None, help="factor and calibration cache (default $DSE_CACHE_DIR)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("docs/results/bench_search_profile.json"),
+                        help="the table (default: the one docs/performance.md reports; complete: nothing to do)")
     args = parser.parse_args()
+    if _complete(args):
+        print(f"{args.out} already holds every γ of this grid; delete it (or choose another --out) to remeasure")
+        return
 
     import torch
 
@@ -170,6 +173,18 @@ def main() -> None:
         save()
         print(f"[{n}/{len(cells)}] {method} keep {keep} slope {slope}: −{values['param_reduction_pct']:.1f} % "
               f"ΔNLL {values['delta_nll']:.3f} ± {values['se']:.3f} ({values['seconds']:.1f} s)", flush=True)
+
+
+def _complete(args: argparse.Namespace) -> bool:
+    """Whether ``--out`` already holds every cell of the requested grid (then no model is loaded)."""
+    if not args.out.is_file():
+        return False
+    table = json.loads(args.out.read_text())
+    cells = {(p["method"], p["keep"], p["slope"]) for p in table.get("points", [])}
+    methods = args.methods.split(",")
+    wanted = {(m, k, s) for m in methods for k in grid(args.keep_min, 1.0, args.keep_step)
+              for s in grid(-1.0, 1.0, args.slope_step)}
+    return table.get("methods") == methods and wanted <= cells and bool(table.get("paper"))
 
 
 def _default_rules() -> dict[str, Any]:

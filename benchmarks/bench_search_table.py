@@ -24,6 +24,7 @@ import json
 import math
 import statistics
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,6 +50,16 @@ class GridProfile(ProfileEncoding):
     def params(self) -> list[Param]:
         steps = {"keep": self.keep_step, "slope": self.slope_step}
         return [Param(p.name, p.kind, p.low, p.high, p.log, p.choices, steps.get(p.name)) for p in super().params()]
+
+
+def grid_encoding(data: Mapping[str, Any]) -> GridProfile:
+    """The profile encoding over the table's model, methods and grid (steps rounded: 0.55 − 0.5 ≠ 0.05)."""
+    from dse.study.search_space import build_search_space
+    from space.presets import load_spec
+
+    space = build_search_space(load_spec(data["model"]), {}, methods=tuple(data["methods"]), keep_min=data["keep"][0])
+    keep, slope = data["keep"], data["slope"]
+    return GridProfile(space, round(keep[1] - keep[0], 6), round(slope[1] - slope[0], 6))
 
 
 def key(method: str, keep: float, slope: float) -> tuple[str, float, float]:
@@ -152,13 +163,9 @@ def run(table: Table, taus: list[float], samplers: list[str], seeds: int, budget
     """Every sampler at every τ over ``seeds`` seeds; the heuristic and the equal-reduction rows."""
     import optuna
 
-    from dse.study.search_space import build_search_space
-    from space.presets import load_spec
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = table.data
-    space = build_search_space(load_spec(data["model"]), {}, methods=tuple(data["methods"]), keep_min=data["keep"][0])
-    encoding = GridProfile(space, data["keep"][1] - data["keep"][0], data["slope"][1] - data["slope"][0])
+    encoding = grid_encoding(data)
     results: dict[str, Any] = {"source": data["fidelity"], "model": data["model"], "budget": budget, "seeds": seeds,
                                "taus": [], "equal_reduction": equal_reduction(table)}
     for tau in taus:
@@ -185,6 +192,21 @@ def run(table: Table, taus: list[float], samplers: list[str], seeds: int, budget
     return results
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """One row per τ and sampler: runs that found the optimum, trials median [IQR] and max, distinct γ."""
+    lines = ["| τ (ppl ratio) | feasible γ | best: parameters removed | sampler | found (of "
+             f"{results['seeds']}) | trials to the best: median [IQR], max | distinct γ: median | vs random |",
+             "|---|---|---|---|---|---|---|---|"]
+    for entry in results["taus"]:
+        random = entry["samplers"].get("random", {}).get("median")
+        for name, s in entry["samplers"].items():
+            ratio = f"{s['median'] / random:.2f}" if random else ""
+            lines.append(f"| ×{entry['ppl_ratio']:.2f} | {entry['n_feasible']}/{entry['n_cells']} | "
+                         f"{entry['best_reduction_pct']:.1f} % | {name} | {s['found']} | {s['median']:g} "
+                         f"[{s['q25']:g}, {s['q75']:g}], {s['max']} | {s['distinct_median']:g} | {ratio} |")
+    return "\n".join(lines)
+
+
 def figure(results: dict[str, Any], path: Path) -> None:
     """Median trials to the best feasible EDP with IQR bars, per sampler and τ (PNG and SVG)."""
     import matplotlib
@@ -201,18 +223,20 @@ def figure(results: dict[str, Any], path: Path) -> None:
         s = [entry["samplers"][name] for entry in taus]
         med = [x["median"] for x in s]
         err = [[m - x["q25"] for m, x in zip(med, s, strict=True)], [x["q75"] - m for m, x in zip(med, s, strict=True)]]
-        ax.errorbar(xs, med, yerr=err, fmt="o", ms=4, capsize=2, label=name)
+        ax.errorbar(xs, med, yerr=err, fmt="o", ms=4, capsize=2, label=f"{name} (default)" if name == "tpe" else name)
     ax.axhline(results["budget"] + 1, color="tab:gray", ls="--", lw=0.8)
     ax.set_xticks(range(len(taus)),
                   [f"ppl ×{t['ppl_ratio']:.2f}\n{t['n_feasible']} feasible" for t in taus], fontsize=8)
     ax.set_yscale("log")
+    ax.set_ylim(top=(results["budget"] + 1) * 6)  # room for the legend above the bars
     ax.set_ylabel("trials to the best feasible EDP\n(median, IQR bars)")
     ax.set_title(f"{results['model']}: {taus[0]['n_cells']} γ of the profile space measured once; "
                  f"{results['seeds']} seeds; dashed: budget {results['budget']} (not found)", fontsize=8)
     ax.legend(fontsize=7, ncol=4, loc="upper left")
-    fig.text(0.01, 0.01, f"accuracy side: {results['source']}; EDP: stand-in from parameter count (paper slopes)",
-             fontsize=5.5)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    note = (f"feasible: ΔNLL < τ, ΔNLL being the {results['source']}; "
+            "EDP: stand-in from the parameter count (the paper's slopes)")
+    fig.text(0.01, 0.01, textwrap.fill(note, 150), fontsize=6)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     fig.savefig(path.with_suffix(".svg"))
@@ -227,7 +251,8 @@ def _fail(message: str) -> NoReturn:
 def main() -> None:
     """Parse, replay, print, write the JSON and the figure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", type=Path, required=True, help="bench_search_measure.py's JSON")
+    parser.add_argument("--table", type=Path, default=Path("docs/results/bench_search_profile.json"),
+                        help="bench_search_measure.py's JSON (default: the one docs/performance.md reports)")
     parser.add_argument("--ppl-ratios", default="1.1,1.25,1.5,2", help="feasibility thresholds as perplexity ratios")
     parser.add_argument("--samplers", default=",".join(SAMPLER_NAMES))
     parser.add_argument("--seeds", type=int, default=20)
@@ -257,6 +282,7 @@ def main() -> None:
               f"± {row['paper_se']:.2f}; best grid γ removing at least as much: {best['method']} keep {best['keep']} "
               f"slope {best['slope']} (−{best['param_reduction_pct']:.1f} %), ΔNLL {best['delta_nll']:.2f} "
               f"± {best['se']:.2f}")
+    print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if args.figure:

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dse.gamma_args import KEEP_CONVENTION, gamma_for, prepare_calibration
+from dse.gamma_args import KEEP_CONVENTION, gamma_for, gamma_for_model, prepare_calibration
 from space.errors import DataError, InvalidConfigError
 
 if TYPE_CHECKING:
@@ -95,12 +95,11 @@ def evaluate(
         raise InvalidConfigError(f"--limit must be at least 1, got {limit}")
     if log_samples and output_path is None:
         raise InvalidConfigError("--log-samples writes lm-eval's samples files; give --output-path DIR too")
-    explicit = gamma is not None
-    if gamma is None:  # checks the options before anything slow; "all" layers are known after loading
-        gamma = gamma_for(layers, tensors, rank, keep, n_layers=1, method=method)
-    saved = _saved_model(model, gamma, dtype)
+    given = gamma if gamma is not None else gamma_for(layers, tensors, rank, keep, n_layers=1, method=method)
+    saved = _saved_model(model, given, dtype)
     if saved is not None:  # a directory from `dse decompose --out`: its base model, γ and method
         model, gamma, method, dtype = saved.base.name, saved.config(), saved.method, saved.base.dtype
+    gamma = gamma_for_model(model, layers, tensors, rank, keep, method, gamma)  # before the slow load
     settings = _settings(tasks, limit, batch_size, data_dir, prefill, decode, repeats, latency, energy, method,
                          device, confidence, feasibility, max_limit, chunk_size, document_order, document_seed,
                          threads, ratio_width, max_repeats)
@@ -110,9 +109,6 @@ def evaluate(
     from dse.models import load_model
 
     loaded = load_model(model, device=device, dtype=dtype)
-    if saved is None and not explicit:
-        gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers, method=method)
-    gamma.validate_for(loaded.spec)
     if saved is not None and loaded.fingerprint != saved.base.fingerprint:
         raise DataError(f"{model} now has fingerprint {loaded.fingerprint}, but the saved model was "
                         f"decomposed from {saved.base.fingerprint}; decompose it again")

@@ -9,16 +9,18 @@ ratios from paired ABBA runs of the original and decomposed modules, with interv
 (:mod:`objectives.efficiency`); the baseline record's own latency and energy are for
 information only.
 
-One module because it is one trial, read top to bottom.
+The trial reads top to bottom in :meth:`Evaluator.evaluate`; how accuracy is measured and
+decided is :mod:`dse.trial_accuracy`, how efficiency is compared :mod:`dse.trial_efficiency`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
+from dse import trial_accuracy
 from dse.records import (
     BaselineRecord,
     EfficiencyRecord,
@@ -28,7 +30,7 @@ from dse.records import (
     _hash,
     software_versions,
 )
-from objectives.efficiency import PairedRatios
+from dse.trial_efficiency import TRIAL_EFFICIENCY, hardware_identity, measure_efficiency, paired_efficiency, ratio
 from objectives.registry import make
 from space.config import DecompositionConfig
 from space.errors import InvalidConfigError
@@ -36,6 +38,7 @@ from space.errors import InvalidConfigError
 if TYPE_CHECKING:
     from dse.cache import FactorCache
     from dse.models import LoadedModel
+    from dse.screen import ScreenDecision
     from objectives.accuracy import AccuracyMeasurement
     from objectives.efficiency import PairedComparison
     from objectives.sequential import Decision, SequentialDecider
@@ -44,6 +47,7 @@ __all__ = [
     "BaselineRecord",
     "EfficiencyRecord",
     "Evaluator",
+    "TrialOutcome",
     "MeasurementSettings",
     "TaskRecord",
     "TrialRecord",
@@ -51,50 +55,22 @@ __all__ = [
     "software_versions",
 ]
 
-# What a trial keeps of a paired comparison: the ratios and how the runs went (not the baselines).
-_TRIAL_EFFICIENCY = set(PairedRatios.model_fields) | {"repeats", "noisy", "noise", "threads", "standins"}
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What one trial of a study produced: its record, and whether the memo should keep it.
 
+    ``source``: ``memo`` (a stored measurement re-judged under this τ), ``measured`` (new:
+    ``fresh``, to be stored), or ``screened`` (the KL screen skipped γ; no record).
+    """
 
-@contextlib.contextmanager
-def _module_states(loaded: LoadedModel) -> Iterator[Callable[[str], None]]:
-    """Switch an applied model between its original and decomposed modules; ends decomposed."""
-    compressed = {path: loaded.model.get_submodule(path) for path in loaded.originals}
-    originals = dict(loaded.originals)
+    source: Literal["memo", "measured", "screened"]
+    record: dict[str, Any] | None
+    screen: ScreenDecision | None = None
 
-    def use(state: str) -> None:
-        from dse.surgery import set_module
-
-        for path, module in (originals if state == "baseline" else compressed).items():
-            set_module(loaded.model, path, module)
-
-    try:
-        yield use
-    finally:
-        use("compressed")
-
-
-def _ratio(value: float | None, base: float | None) -> float | None:
-    if value is None or base is None or base <= 0:
-        return None
-    return value / base
-
-
-def hardware_identity(device: str, *, threads: int, energy_method: str | None) -> dict[str, Any]:
-    """What a latency or energy ratio depends on besides the model: keys the memo with it."""
-    import platform
-
-    import torch
-
-    if device.startswith("cuda"):
-        processor = torch.cuda.get_device_name(device)
-    else:
-        processor = platform.processor() or platform.machine()
-        with contextlib.suppress(OSError):
-            for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115 - read until found
-                if line.startswith("model name"):
-                    processor = line.split(":", 1)[1].strip()
-                    break
-    return {"processor": processor, "torch": torch.__version__, "threads": threads, "energy_method": energy_method}
+    @property
+    def fresh(self) -> bool:
+        """A new measurement, which the memo stores."""
+        return self.source == "measured"
 
 
 class Evaluator:
@@ -156,27 +132,7 @@ class Evaluator:
 
     def measure_efficiency(self) -> EfficiencyRecord:
         """Latency, energy and memory of the model as it is now (for information)."""
-        target = self.loaded.target()
-        record = EfficiencyRecord()
-        workload = self.settings.workload
-        if self.settings.measure_latency:
-            latency = make("latency", workload).measure(target)
-            record.latency_s = latency.median_s
-            record.latency_spread_s = latency.spread_s
-            record.latency_method = latency.method
-        if self.settings.measure_energy:
-            energy = make("energy", workload).measure(target)
-            record.energy_j = energy.energy_j
-            record.energy_method = energy.method
-            record.energy_estimated = energy.estimated
-            if record.latency_s is None:
-                record.latency_s = energy.latency_s
-        if self.settings.measure_memory:
-            memory = make("memory", workload).measure(target)
-            record.memory_bytes = memory.model_bytes
-            record.peak_memory_bytes = memory.peak_bytes
-            record.memory_method = memory.method
-        return record
+        return measure_efficiency(self.loaded, self.settings)
 
     def efficiency_baseline(self) -> EfficiencyRecord:
         """The undecomposed model's efficiency, measured once in this process."""
@@ -190,29 +146,7 @@ class Evaluator:
 
     def paired_efficiency(self) -> tuple[PairedComparison | None, int | None, int | None]:
         """Ratios of the installed γ to the original from ABBA runs; memory after and before."""
-        from objectives.efficiency import compare_paired
-        from objectives.memory import model_memory
-
-        s = self.settings
-        target = self.loaded.target()
-        comparison = None
-        with _module_states(self.loaded) as use:
-            use("baseline")
-            _, base_params, base_buffers = model_memory(self.loaded.model)
-            if s.measure_latency or s.measure_energy:
-                comparison = compare_paired(
-                    target, use, workload=s.workload,
-                    latency=make("latency", s.workload) if s.measure_latency else None,
-                    energy=make("energy", s.workload) if s.measure_energy else None,
-                    width=s.ratio_width, min_blocks=s.workload.repeats, max_blocks=s.max_repeats,
-                    threads=s.threads,
-                )
-            use("compressed")
-            memory = make("memory", s.workload.model_copy(update={"warmup": 0, "repeats": 1})).measure(target) \
-                if s.measure_memory else None
-        if memory is None:
-            return comparison, None, None
-        return comparison, memory.model_bytes, base_params + base_buffers
+        return paired_efficiency(self.loaded, self.settings)
 
     # ---- baseline -----------------------------------------------------------------
 
@@ -259,107 +193,39 @@ class Evaluator:
 
     def decider(self, baseline: AccuracyMeasurement, tau: float) -> SequentialDecider:
         """The sequential decision rule of these settings, for a trial against ``baseline``."""
-        from objectives.sequential import SequentialDecider
-
-        s = self.settings
-        planned = {name: task.n_planned for name, task in baseline.per_task.items()}
-        minimum = sum(min(n, s.limit) if s.limit is not None else n for n in planned.values())
-        return SequentialDecider(tau=tau, confidence=s.confidence, mode=s.feasibility,
-                                 planned_docs=sum(planned.values()), min_docs=minimum,
-                                 early_stop=s.chunk_size is not None or s.feasibility == "adaptive")
-
-    def _measure_accuracy(self, baseline: AccuracyMeasurement,
-                          tau: float | None) -> tuple[AccuracyMeasurement, Decision | None]:
-        from objectives.paired import paired_drop
-
-        target = self.loaded.target()
-        every = self.settings.look_every
-        if tau is None:
-            return self.accuracy.measure(target), None
-        decider = self.decider(baseline, tau)
-
-        def look(partial: AccuracyMeasurement, *, final: bool) -> Decision | None:
-            return decider.look(
-                lambda c: paired_drop(baseline, partial, aggregate=self.settings.aggregate,
-                                      confidence=self.settings.confidence, critical=c),
-                partial.n_docs_total, final=final,
-            )
-
-        decided: list[Decision] = []
-
-        def should_stop(partial: AccuracyMeasurement) -> bool:
-            decision = look(partial, final=False)
-            if decision is not None:
-                decided.append(decision)
-            return decision is not None
-
-        if every is None:
-            measured = self.accuracy.measure(target)
-        else:
-            measured = self.accuracy.measure_chunked(target, chunk_size=every, should_stop=should_stop)
-        return measured, decided[0] if decided else look(measured, final=True)
+        return trial_accuracy.decider(self.settings, baseline, tau)
 
     def accuracy_fields(self, baseline: BaselineRecord, measured: AccuracyMeasurement,
                         decision: Decision | None) -> dict[str, Any]:
         """The accuracy and decision fields of a trial record, from a measurement and its decision."""
-        from objectives.paired import paired_drop
-
-        base = baseline.accuracy_result()
-        drop = paired_drop(base, measured, aggregate=self.settings.aggregate, confidence=self.settings.confidence)
-        fields: dict[str, Any] = {
-            "accuracy": measured.accuracy,
-            "baseline_accuracy": base.accuracy,
-            "accuracy_drop_pp": drop.drop_pp,
-            "drop_ci_low_pp": drop.ci_low_pp,
-            "drop_ci_high_pp": drop.ci_high_pp,
-            "per_task": {
-                name: TaskRecord(accuracy=measured.per_task[name].accuracy,
-                                 baseline_accuracy=base.per_task[name].accuracy, drop_pp=task.drop_pp,
-                                 ci_low_pp=task.ci_low_pp, ci_high_pp=task.ci_high_pp, n_docs=task.n_docs)
-                for name, task in drop.per_task.items()
-            },
-            "per_doc": {name: list(task.per_doc) for name, task in measured.per_task.items()},
-            "accuracy_key": self.settings.accuracy_key(),
-            "early_stopped": False,
-            "stop_reason": None,
-        }
-        if decision is not None:
-            fields.update(
-                tau=decision.tau, feasible=decision.feasible, feasibility=decision.mode, decided_by=decision.reason,
-                decision_docs=decision.docs, decision_ci_pp=[decision.ci_low_pp, decision.ci_high_pp],
-                decision_confidence=decision.confidence,
-                early_stopped=decision.stopped_early,
-                stop_reason=decision.reason if decision.stopped_early else None,
-            )
-        return fields
+        return trial_accuracy.accuracy_fields(self.settings, baseline, measured, decision)
 
     def rederive(self, record: dict[str, Any], baseline: BaselineRecord, tau: float) -> TrialRecord | None:
-        """A memo record judged under these settings and ``tau``: its measurement, never its decision.
-
-        Replays the looks on the stored per-document results. None when they end before a
-        decision, or efficiency this decision needs was not measured: measure γ again.
-        """
-        from objectives.sequential import replay
-
-        per_doc = record.get("per_doc")
-        if not per_doc or record.get("accuracy_key") != self.settings.accuracy_key():
-            return None
-        base = baseline.accuracy_result()
-        stored = base.model_copy(update={
-            "per_task": {name: task.model_copy(update={"per_doc": list(per_doc.get(name, []))})
-                         for name, task in base.per_task.items()},
-        })
-        replayed = replay(base, stored, self.decider(base, tau), chunk_size=self.settings.look_every,
-                          aggregate=self.settings.aggregate)
-        if replayed is None:
-            return None
-        decision, measured = replayed
-        if not decision.stopped_early and record.get("early_stopped") and self._wants_efficiency():
-            return None  # now worth its latency and energy, which were never measured
-        return TrialRecord.model_validate(record).model_copy(
-            update=self.accuracy_fields(baseline, measured, decision))
+        """A memo record judged under these settings and ``tau`` (:func:`dse.trial_accuracy.rederive`)."""
+        return trial_accuracy.rederive(self.settings, record, baseline, tau,
+                                       wants_efficiency=self._wants_efficiency())
 
     # ---- trials -------------------------------------------------------------------
+
+    def trial(self, gamma: DecompositionConfig, baseline: BaselineRecord, *, tau: float,
+              stored: dict[str, Any] | None = None,
+              screen: Callable[[DecompositionConfig], ScreenDecision] | None = None) -> TrialOutcome:
+        """A study trial's record: ``stored`` re-judged under ``tau`` where it can be, else screened, else measured.
+
+        ``stored`` is the memo's record of γ (:meth:`rederive` decides whether it still
+        answers); ``screen`` the study's KL screen, consulted only before a measurement.
+        """
+        if stored is not None:
+            rederived = self.rederive(stored, baseline, tau)
+            if rederived is not None:
+                return TrialOutcome("memo", rederived.model_dump(mode="json"))
+        decision = screen(gamma) if screen is not None else None
+        if decision is not None and decision.skip:
+            return TrialOutcome("screened", None, decision)
+        record = self.evaluate(gamma, baseline, tau=tau).model_dump(mode="json")
+        if decision is not None:
+            record["kl_divergence"] = decision.kl
+        return TrialOutcome("measured", record, decision)
 
     def evaluate(
         self, gamma: DecompositionConfig, baseline: BaselineRecord, *, tau: float | None = None
@@ -378,7 +244,8 @@ class Evaluator:
         gamma.validate_for(spec)  # before touching the model
         started = time.perf_counter()
         with decomposed(self.loaded, gamma, cache=self.cache, method=self.settings.method) as report:
-            measured, decision = self._measure_accuracy(baseline.accuracy_result(), tau)
+            measured, decision = trial_accuracy.measure_accuracy(
+                self.accuracy, self.loaded.target(), self.settings, baseline.accuracy_result(), tau)
             comparison, memory, memory_before = None, None, None
             if not (decision is not None and decision.stopped_early) and self._wants_efficiency():
                 comparison, memory, memory_before = self.paired_efficiency()
@@ -386,7 +253,7 @@ class Evaluator:
         self.evaluations += 1
         efficiency: dict[str, Any] = {}
         if comparison is not None:
-            efficiency = comparison.model_dump(include=_TRIAL_EFFICIENCY)
+            efficiency = comparison.model_dump(include=TRIAL_EFFICIENCY)
             efficiency["hardware"] = self.hardware()
         return TrialRecord(
             gamma=gamma.canonical(spec),
@@ -395,7 +262,7 @@ class Evaluator:
             **self.accuracy_fields(baseline, measured, decision),
             **efficiency,
             memory_bytes=memory,
-            memory_ratio=_ratio(memory, memory_before),
+            memory_ratio=ratio(memory, memory_before),
             params=params_after,
             params_before=report.params_before,
             param_reduction_pct=report.param_reduction_pct,

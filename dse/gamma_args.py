@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from dse.models import LoadedModel
     from space.config import DecompositionConfig
 
-__all__ = ["gamma_for", "prepare_calibration", "KEEP_CONVENTION"]
+__all__ = ["gamma_for", "gamma_for_model", "prepare_calibration", "KEEP_CONVENTION"]
 
 
 def gamma_for(layers: str | Sequence[int], tensors: str | Sequence[str], rank: int | None, keep: float | None,
@@ -49,6 +49,25 @@ def gamma_for(layers: str | Sequence[int], tensors: str | Sequence[str], rank: i
                                    keep=keep, method=named)
     return DecompositionConfig(layers=chosen, tensors=parse_tensor_list(tensor_text), rank=rank or 1,
                                method=named)
+
+
+def gamma_for_model(model: str, layers: str | Sequence[int], tensors: str | Sequence[str], rank: int | None,
+                    keep: float | None, method: str = "svd",
+                    gamma: DecompositionConfig | None = None) -> DecompositionConfig:
+    """γ (given, or from the user's arguments) checked against ``model``'s config before its weights load.
+
+    The spec comes from the config alone (:func:`dse.models.model_spec`), so a layer out of
+    range or an unusable model name is one line at once, not after a ~20 s load.
+    """
+    from dse.models import model_spec
+
+    if gamma is None:  # the arguments' own errors come before the model's
+        gamma_for(layers, tensors, rank, keep, n_layers=1, method=method)
+    spec = model_spec(model)
+    if gamma is None:
+        gamma = gamma_for(layers, tensors, rank, keep, n_layers=spec.n_layers, method=method)
+    gamma.validate_for(spec)
+    return gamma
 
 
 def prepare_calibration(loaded: LoadedModel, gamma: DecompositionConfig, method: str,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from space.env import cache_dir
 from space.errors import DseError, InvalidConfigError, UnknownNameError
-from space.presets import PRESETS, build_hf_config, load_spec
+from space.presets import PRESETS, build_hf_config, check_hub_id, load_spec
 from space.registry import Registry
 from space.spec import ModelSpec
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from objectives.base import EvalTarget
 
-__all__ = ["LoadedModel", "load_model", "model_fingerprint", "smollm2_gguf_path", "DTYPES", "LOADERS"]
+__all__ = ["LoadedModel", "load_model", "model_spec", "model_fingerprint", "smollm2_gguf_path", "DTYPES", "LOADERS"]
 
 logger = logging.getLogger(__name__)
 
@@ -256,6 +256,25 @@ LOADERS.register("smollm2-135m", _load_smollm2)
 LOADERS.register("tiny-llama", lambda: _load_tiny("tiny-llama"))
 
 
+def model_spec(name: str) -> ModelSpec:
+    """The spec of a model ``load_model`` accepts, from its config alone (no weights, no torch).
+
+    Commands check γ against it before the slow load, so a layer out of range or an
+    HF id that offline mode cannot serve is one line at once rather than after ~20 s.
+
+    Raises:
+        DseError: an architecture-only preset, an unknown name, or an HF id offline and not cached.
+    """
+    if name in PRESETS and name not in LOADERS:
+        raise UnknownNameError(
+            f"model {name!r} is an architecture-only preset (no weights here); models with weights: "
+            f"{', '.join(LOADERS.names())}, a local directory, or a Hugging Face id"
+        )
+    if name not in LOADERS and not Path(name).expanduser().exists():
+        check_hub_id(name, LOADERS.names())
+    return load_spec(name)
+
+
 def load_model(name: str, *, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
     """Load a model by preset name, local directory or Hugging Face id.
 
@@ -270,17 +289,11 @@ def load_model(name: str, *, device: str = "cpu", dtype: str = "float32") -> Loa
     """
     _check_device_dtype(device, dtype)
     _quiet_transformers()
+    spec = model_spec(name)  # the cheap refusals first
     if name in LOADERS:
         model, tokenizer = LOADERS.get(name)()
-        spec = load_spec(name)
-    elif name in PRESETS:
-        raise UnknownNameError(
-            f"model {name!r} is an architecture-only preset (no weights here); models with weights: "
-            f"{', '.join(LOADERS.names())}, a local directory, or a Hugging Face id"
-        )
     else:
         model, tokenizer = _load_pretrained(name)
-        spec = load_spec(name)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     model = model.to(device=device, dtype=_torch_dtype(dtype)).eval()

@@ -29,8 +29,9 @@ Accuracy
     ``accuracy`` is the unweighted mean over the requested tasks.
 
 lm-eval's plumbing (task manager, quiet bars, the model as an LM) is in
-:mod:`objectives.harness`; what stays here is one thing, the objective: checking the
-tasks and data, planning each task's documents, and scoring them whole or in chunks.
+:mod:`objectives.harness`; checking the tasks and data and planning each task's documents
+in :mod:`objectives.accuracy_tasks`; the records in :mod:`objectives.accuracy_records`.
+What stays here is the objective: scoring the planned documents, whole or in chunks.
 """
 
 from __future__ import annotations
@@ -39,25 +40,18 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from objectives.base import EvalTarget, Measurement, Objective
+from objectives.accuracy_records import AccuracyMeasurement, TaskAccuracy
+from objectives.accuracy_tasks import TaskPlan, check_tasks, load_plans
+from objectives.base import EvalTarget, Objective
 from objectives.fast_lm_prefix import PrefixStore
-from objectives.harness import lm_eval_version, quiet_lm_eval, task_manager, wrapped_lm
-from objectives.tasks import (
-    LOCAL_TASKS,
-    is_local_task,
-    local_task_names,
-    missing_files,
-    task_list,
-)
-from objectives.tasks.aliases import local_copy, resolve_offline
+from objectives.harness import lm_eval_version, quiet_lm_eval, wrapped_lm
+from objectives.tasks import task_list
+from objectives.tasks.aliases import resolve_offline
 from space.env import resolve_data_dir
-from space.errors import DataError, InvalidConfigError, UnknownNameError
+from space.errors import InvalidConfigError
 
 __all__ = [
     "AccuracyMeasurement",
@@ -69,79 +63,6 @@ __all__ = [
 # Documents per task per lm-eval call: large enough that lm-eval's request sorting and
 # batching work as in one call, small enough for a progress bar that moves.
 PIECE_DOCS = 256
-_PREFERRED_METRIC = "acc"
-_FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
-
-
-class TaskAccuracy(BaseModel):
-    """One requested task's result.
-
-    ``per_doc`` holds each evaluated document's metric value in the task's fixed
-    document order (see the module docstring); ``n_planned`` is how many documents the
-    complete measurement covers.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    task: str
-    metric: str
-    accuracy: float
-    n_docs: int
-    n_planned: int
-    per_doc: list[float]
-
-
-class AccuracyMeasurement(Measurement):
-    """Accuracy on the requested tasks; ``complete`` is False for a run stopped early."""
-
-    objective: Literal["accuracy"] = "accuracy"
-    per_task: dict[str, TaskAccuracy]
-    accuracy: float = Field(description="unweighted mean of the tasks' accuracies")
-    complete: bool
-    n_docs_total: int
-    limit: int | None
-    seconds: float
-    lm_eval_version: str
-
-
-# --------------------------------------------------------------------------- plan
-
-
-@dataclass
-class _TaskPlan:
-    """What one requested task evaluates: its leaf tasks and its documents in order."""
-
-    name: str
-    metric: str
-    leaves: dict[str, Any]  # leaf name -> lm-eval Task
-    order: list[tuple[str, int]]  # (leaf, document index), the per_doc order
-
-
-def _pick_metric(task: Any) -> str:
-    metrics = list(task.aggregation())
-    if not metrics:
-        raise DataError(f"lm-eval task {task.config.task!r} reports no metric")
-    return _PREFERRED_METRIC if _PREFERRED_METRIC in metrics else metrics[0]
-
-
-def _document_order(
-    leaves: dict[str, Any], limit: int | None, seed: int | None = None
-) -> list[tuple[str, int]]:
-    """Round-robin over leaves in name order, each capped at ``limit`` (a single leaf: file order).
-
-    With ``seed``, each leaf's documents are first shuffled by a generator seeded with
-    (seed, leaf), so the first ``limit`` are a random sample and any prefix is too.
-    """
-    import random
-
-    orders = {}
-    for name, task in leaves.items():
-        indices = list(range(len(task.eval_docs)))
-        if seed is not None:
-            random.Random(f"{seed}:{name}").shuffle(indices)
-        orders[name] = indices if limit is None else indices[:limit]
-    longest = max((len(o) for o in orders.values()), default=0)
-    return [(name, orders[name][i]) for i in range(longest) for name in sorted(leaves) if i < len(orders[name])]
 
 
 # --------------------------------------------------------------------------- objective
@@ -216,15 +137,9 @@ class AccuracyObjective(Objective):
         # Per task, per evaluated document: its requests' log-likelihoods (the last measurement),
         # for comparing scoring paths (benchmarks/bench_trial.py).
         self.last_loglikelihoods: dict[str, list[list[float]]] = {}
-        self._hub_tasks = tuple(n for n in names if not is_local_task(n))
-        local = [n for n in names if is_local_task(n)]
-        for name in local:
-            if name not in LOCAL_TASKS:
-                raise UnknownNameError(_unknown_local_message(name))
-        self.data_dir: Path | None = _check_data(local, data_dir) if local else resolve_data_dir(data_dir)
-        if self._hub_tasks:
-            _check_hub_names(self._hub_tasks, self.data_dir)
-        self._plans: list[_TaskPlan] | None = None
+        self.data_dir: Path | None = resolve_data_dir(data_dir)
+        check_tasks(names, self.data_dir)
+        self._plans: list[TaskPlan] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -319,36 +234,13 @@ class AccuracyObjective(Objective):
 
     # ------------------------------------------------------------------ internals
 
-    def _load_plans(self) -> list[_TaskPlan]:
-        if self._plans is not None:
-            return self._plans
-        manager = task_manager(str(self.data_dir) if self.data_dir else None, bool(self._hub_tasks))
-        plans = []
-        for name in self.tasks:
-            try:
-                with quiet_lm_eval():
-                    loaded = manager.load([name])
-            except DataError:
-                raise
-            except Exception as exc:  # lm-eval / datasets raise many kinds; re-raised as DataError
-                where = "the data directory" if is_local_task(name) else "the Hugging Face hub (offline?)"
-                copy = local_copy(name)
-                hint = f"; its local copy {copy!r} needs no hub" if copy else ""
-                raise DataError(f"task {name!r} could not be loaded from {where}{hint}: "
-                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-            leaves = dict(loaded["tasks"])
-            for leaf in leaves.values():
-                if leaf.get_config("num_fewshot") is None:
-                    leaf.set_config(key="num_fewshot", value=0)
-                leaf.set_fewshot_seed(seed=_FEWSHOT_SEED)
-            metric = _pick_metric(next(iter(leaves.values())))
-            order = _document_order(leaves, self.limit, self.order_seed)
-            plans.append(_TaskPlan(name=name, metric=metric, leaves=leaves, order=order))
-        self._plans = plans
-        return plans
+    def _load_plans(self) -> list[TaskPlan]:
+        if self._plans is None:
+            self._plans = load_plans(self.tasks, self.data_dir, limit=self.limit, order_seed=self.order_seed)
+        return self._plans
 
     def _evaluate_window(
-        self, evaluate: Callable[..., Any], lm: Any, plan: _TaskPlan, window: list[tuple[str, int]]
+        self, evaluate: Callable[..., Any], lm: Any, plan: TaskPlan, window: list[tuple[str, int]]
     ) -> list[float]:
         """One lm-eval call on ``window``'s documents; their metric values in window order."""
         samples: dict[str, list[int]] = {}
@@ -376,7 +268,7 @@ class AccuracyObjective(Objective):
         return [values[key] for key in window]
 
     def _measurement(
-        self, plans: list[_TaskPlan], results: dict[str, list[float]], started: float
+        self, plans: list[TaskPlan], results: dict[str, list[float]], started: float
     ) -> AccuracyMeasurement:
         per_task = {}
         for plan in plans:
@@ -400,50 +292,4 @@ class AccuracyObjective(Objective):
             lm_eval_version=lm_eval_version(),
         )
 
-
-# --------------------------------------------------------------------------- validation
-
-
-def _unknown_local_message(name: str) -> str:
-    import difflib
-
-    known = local_task_names()
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return (
-        f"unknown local task {name!r}.{hint} Local tasks: {', '.join(known)}; "
-        "other names go to lm-eval's standard tasks, which need the Hugging Face hub"
-    )
-
-
-def _check_data(local: list[str], explicit: str | os.PathLike[str] | None) -> Path:
-    data_dir = resolve_data_dir(explicit)
-    if data_dir is None:
-        raise DataError(
-            f"local task(s) {', '.join(local)} need the benchmark data directory: pass --data-dir, "
-            "set DSE_DATA_DIR, or place the data in ../shared/data beside the checkout"
-        )
-    if not data_dir.is_dir():
-        raise DataError(f"benchmark data directory {data_dir} does not exist or is not a directory")
-    for name in local:
-        missing = missing_files(name, data_dir)
-        if missing:
-            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise DataError(f"task {name!r} needs {shown}, missing from the data directory {data_dir}")
-    return data_dir
-
-
-def _check_hub_names(names: Sequence[str], data_dir: Path | None) -> None:
-    import difflib
-
-    manager = task_manager(str(data_dir) if data_dir else None, True)
-    known = manager.all_tasks
-    for name in names:
-        if name not in known:
-            close = difflib.get_close_matches(name, [*local_task_names(), *known], n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownNameError(
-                f"unknown task {name!r}: not a local task ({', '.join(local_task_names())}) and not one of "
-                f"lm-eval's {len(known)} tasks (those need the Hugging Face hub).{hint}"
-            )
 

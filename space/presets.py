@@ -22,7 +22,7 @@ from space.presets_families import FAMILY_PRESETS
 from space.registry import Registry
 from space.spec import ModelSpec
 
-__all__ = ["Preset", "PRESETS", "load_spec", "preset_config_dict"]
+__all__ = ["Preset", "PRESETS", "load_spec", "preset_config_dict", "check_hub_id"]
 
 
 class Preset(BaseModel):
@@ -133,9 +133,50 @@ def _config_dict_for(model: str) -> dict[str, Any]:
     if path.suffix == ".json" and path.is_file():
         config = json.loads(path.read_text())
         return config
-    if os.sep in model and not path.exists():
+    if not path.exists() and not _is_hub_id(model):
         raise UnknownNameError(f"model path {model!r} does not exist")
+    check_hub_id(model, PRESETS.names())
     return _hub_config_dict(model)
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether ``name`` reads as a Hugging Face repo id (``name`` or ``org/name``) rather than a path."""
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.count("/") > 1 or name.startswith((".", "/", "~")):
+        return False
+    try:
+        validate_repo_id(name)
+    except ValueError:
+        return False
+    return True
+
+
+def check_hub_id(model_id: str, builtin: list[str]) -> None:
+    """Refuse at once an HF id that offline mode cannot serve, instead of the hub client's retries.
+
+    With ``HF_HUB_OFFLINE=1`` (``huggingface_hub.is_offline_mode``) an id is usable only if
+    its config.json is in the local Hugging Face cache; ``try_to_load_from_cache`` looks
+    there without any network call. ``builtin`` names the built-in models the caller accepts.
+
+    Raises:
+        UnknownNameError: offline and the id is not cached (or not a valid id).
+    """
+    import huggingface_hub
+
+    if not huggingface_hub.is_offline_mode():
+        return
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(model_id, "config.json")
+    except ValueError:  # HFValidationError: not even a valid repo id
+        cached = None
+    if isinstance(cached, str):
+        return
+    raise UnknownNameError(
+        f"{model_id} is not a local path, and it is not in the Hugging Face cache while the hub is "
+        f"offline (HF_HUB_OFFLINE=1); allowed: a built-in name ({', '.join(builtin)}), a local "
+        f"directory, or an HF id available in the cache"
+    )
 
 
 def _hub_config_dict(model_id: str) -> dict[str, Any]:

@@ -1,35 +1,16 @@
-"""``dse decompose`` and ``dse generate``: apply a γ to a real model and see what it does."""
+"""``dse decompose`` and ``dse generate``: flags in, :mod:`dse.decompose_api` called, tables or JSON out."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from dse.cli._common import emit_json, gamma_options, print_table
-from dse.cli._methods import (
-    KEEP_CONVENTION,
-    calibration_from_options,
-    gamma_for,
-    keep_options,
-    method_options,
-    prepare_calibration,
-)
+from dse.cli._methods import KEEP_CONVENTION, calibration_from_options, keep_options, method_options
 from dse.models import DTYPES
 
-if TYPE_CHECKING:
-    from dse.cache import FactorCache
-
 __all__ = ["decompose", "generate"]
-
-
-
-def _cache(cache_dir: str | None, no_cache: bool) -> FactorCache | None:
-    if no_cache:
-        return None
-    from dse.cache import FactorCache
-
-    return FactorCache.for_cache_dir(cache_dir)
 
 
 def _cache_options(func: Any) -> Any:
@@ -63,47 +44,35 @@ def decompose(model: str, layers: str, tensors: str, rank: int | None, keep: flo
     Hugging Face id. Examples: dse decompose smollm2-135m --layers 2,17,29 --rank 1;
     dse decompose smollm2-135m --layers all --keep 0.9 --method svd-llm
     """
-    from dse import saving, surgery
-    from dse.models import load_model
-    from space.errors import InvalidConfigError
+    from dse.decompose_api import decompose_model
 
-    calibration = calibration_from_options(calibration_options)
-    gamma = gamma_for(layers, tensors, rank, keep, n_layers=0, method=method)
-    if out is not None:
-        if gamma.is_identity and layers.strip().lower() != "all":
-            raise InvalidConfigError("--out saves a decomposed model, but no --layers were given")
-        saving.check_writable(out)  # fail before the slow part
-    loaded = load_model(model, device=device, dtype=dtype)
-    gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers, method=method)
-    gamma.validate_for(loaded.spec)
-    prepare_calibration(loaded, gamma, method, calibration, cache_dir=cache_dir, progress=not as_json)
-    report = surgery.apply(loaded, gamma, cache=_cache(cache_dir, no_cache), method=method,
-                           fold=fold or None, progress=not as_json)
-    saved = str(saving.save_decomposed(loaded, report, out)) if out is not None else None
+    result = decompose_model(
+        model, layers=layers, tensors=tensors, rank=rank, keep=keep, method=method,
+        calibration=calibration_from_options(calibration_options), fold=fold, out=out, device=device,
+        dtype=dtype, cache_dir=cache_dir, use_cache=not no_cache, progress=not as_json,
+    )
     if as_json:
-        extra = {"out": saved, "rank_convention": KEEP_CONVENTION if keep is not None
-                 else "absolute rank per tensor"}
-        emit_json(report.model_dump(mode="json") | extra)
+        emit_json(result)
         return
     print_table(
-        f"{model}: {report.description} ({report.method}, "
-        f"{'two factors' if report.fold else 'three factors'})",
+        f"{model}: {result['description']} ({result['method']}, "
+        f"{'two factors' if result['fold'] else 'three factors'})",
         ["layer", "tensor", "rank", "method", "rel. error", "factors from"],
-        [[t.layer, t.tensor, t.rank, t.method, f"{t.rel_error:.4f}",
-          "cache" if t.cached else "decomposition"] for t in report.per_tensor],
+        [[t["layer"], t["tensor"], t["rank"], t["method"], f"{t['rel_error']:.4f}",
+          "cache" if t["cached"] else "decomposition"] for t in result["per_tensor"]],
     )
     if keep is not None:
         click.echo(f"keep {keep:g}: {KEEP_CONVENTION}")
     rows = [
-        ["parameters before", f"{report.params_before:,}"],
-        ["parameters after", f"{report.params_after:,}"],
-        ["reduction", f"{report.param_reduction_pct:.2f}%"],
-        ["max rel. error", f"{report.max_rel_error:.4f}"],
-        ["decompose time", f"{report.decompose_seconds:.2f} s"],
-        ["cache hits / misses", f"{report.cache_hits} / {report.cache_misses}"],
+        ["parameters before", f"{result['params_before']:,}"],
+        ["parameters after", f"{result['params_after']:,}"],
+        ["reduction", f"{result['param_reduction_pct']:.2f}%"],
+        ["max rel. error", f"{result['max_rel_error']:.4f}"],
+        ["decompose time", f"{result['decompose_seconds']:.2f} s"],
+        ["cache hits / misses", f"{result['cache_hits']} / {result['cache_misses']}"],
     ]
-    if saved is not None:
-        rows.append(["saved to", saved])
+    if result["out"] is not None:
+        rows.append(["saved to", result["out"]])
     print_table(None, ["", ""], rows)
 
 
@@ -126,69 +95,23 @@ def generate(model_or_dir: str, layers: str, tensors: str, rank: int | None, kee
 
     Example: dse generate smollm2-135m --layers 0,1 --prompt "The capital of France is" --compare
     """
-    from dse import saving, surgery
-    from dse.models import load_model
-    from space.errors import InvalidConfigError
+    from dse.decompose_api import generate as generate_api
 
-    calibration = calibration_from_options(calibration_options)
-    gamma = gamma_for(layers, tensors, rank, keep, n_layers=1, method=method)  # checks the options early
-    if max_new_tokens < 1:
-        raise InvalidConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    original: str | None = None
-    if saving.is_decomposed_dir(model_or_dir):
-        if not gamma.is_identity:
-            raise InvalidConfigError(
-                f"{model_or_dir!r} is a saved decomposed model and carries its own γ; "
-                f"drop --layers/--tensors/--rank"
-            )
-        manifest = saving.read_manifest(model_or_dir)
-        if dtype is not None and dtype != manifest.base.dtype:
-            raise InvalidConfigError(
-                f"{model_or_dir!r} was saved in {manifest.base.dtype} and runs only in it; "
-                f"drop --dtype or give --dtype {manifest.base.dtype}"
-            )
-        loaded = saving.load_decomposed(model_or_dir, device=device)
-        report = surgery.current(loaded)
-        text = surgery.greedy_continuation(loaded, prompt, max_new_tokens=max_new_tokens)
-        if compare:
-            surgery.undo(loaded)
-            original = surgery.greedy_continuation(loaded, prompt, max_new_tokens=max_new_tokens)
-    else:
-        loaded = load_model(model_or_dir, device=device, dtype=dtype or "float32")
-        gamma = gamma_for(layers, tensors, rank, keep, n_layers=loaded.spec.n_layers, method=method)
-        gamma.validate_for(loaded.spec)
-        prepare_calibration(loaded, gamma, method, calibration, cache_dir=cache_dir,
-                            progress=not as_json)
-        if compare and not gamma.is_identity:
-            original = surgery.greedy_continuation(loaded, prompt, max_new_tokens=max_new_tokens)
-        report = None
-        if not gamma.is_identity:
-            report = surgery.apply(loaded, gamma, cache=_cache(cache_dir, no_cache), method=method,
-                                   progress=not as_json)
-        text = surgery.greedy_continuation(loaded, prompt, max_new_tokens=max_new_tokens)
-    label = report.description if report is not None else "original"
+    result = generate_api(
+        model_or_dir, prompt=prompt, max_new_tokens=max_new_tokens, compare=compare, layers=layers,
+        tensors=tensors, rank=rank, keep=keep, method=method,
+        calibration=calibration_from_options(calibration_options), device=device, dtype=dtype,
+        cache_dir=cache_dir, use_cache=not no_cache, progress=not as_json,
+    )
     if as_json:
-        payload: dict[str, Any] = {
-            "model": loaded.name,
-            "gamma": report.gamma if report is not None else None,
-            "description": label,
-            "prompt": prompt,
-            "continuation": text,
-        }
-        if report is not None:
-            payload["param_reduction_pct"] = report.param_reduction_pct
-            payload["method"] = report.method
-            if keep is not None:
-                payload["rank_convention"] = KEEP_CONVENTION
-        if original is not None:
-            payload["original_continuation"] = original
-        emit_json(payload)
+        emit_json(result)
         return
+    original = result.get("original_continuation")
     if original is None:
-        click.echo(prompt + text)
+        click.echo(prompt + result["continuation"])
         return
     print_table(
-        f"{loaded.name}: greedy continuation of {prompt!r}",
+        f"{result['model']}: greedy continuation of {prompt!r}",
         ["model", "continuation"],
-        [["original", original], [label, text]],
+        [["original", original], [result["description"], result["continuation"]]],
     )

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import Boolean, Float, Integer, String, Text, create_engine, select
 from sqlalchemy.exc import IntegrityError
@@ -32,10 +32,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from dse.study.storage import StorageTarget, creating, engine_kwargs, retrying
 from space.errors import StorageError
 
+if TYPE_CHECKING:
+    from dse.study.claims import Claim
+
 __all__ = [
     "SCHEMA_VERSION",
     "EngineTables",
     "MemoEntry",
+    "Measured",
     "SchemaModel",
     "MemoModel",
     "BaselineModel",
@@ -44,6 +48,8 @@ __all__ = [
 
 SCHEMA_VERSION = 2  # 2: budget pools and claims in dse.study.claims
 T = TypeVar("T")
+# How often a worker waiting for another one's measurement of the same γ looks again.
+_WAIT_SECONDS = 0.2
 
 
 class _Base(DeclarativeBase):
@@ -97,6 +103,19 @@ class MemoEntry:
     study_name: str
     early_stopped: bool
     tau: float | None
+
+
+class Measured(Protocol):
+    """What :meth:`EngineTables.measure_once` needs of a trial's outcome (``dse.evaluation.TrialOutcome``)."""
+
+    @property
+    def record(self) -> dict[str, Any] | None: ...
+
+    @property
+    def fresh(self) -> bool: ...
+
+
+M = TypeVar("M", bound=Measured)
 
 
 def _package_version() -> str:
@@ -193,6 +212,34 @@ class EngineTables:
                              early_stopped=row.early_stopped, tau=row.tau)
 
         return self.transaction(work)
+
+    def measure_once(self, fingerprint: str, settings_key: str, gamma_hash: str, claim: Claim,
+                     measure: Callable[[dict[str, Any] | None], M], *, tau: float | None, study_name: str,
+                     waiting: Callable[[], None]) -> tuple[M, MemoEntry | None]:
+        """γ's trial through the memo: look it up or take its γ claim, measure once, store a fresh record.
+
+        A γ another running claim is measuring is waited for (``waiting`` runs between
+        looks; its record lands here) rather than measured twice; if that claim ends
+        without one, this claim takes over. ``measure`` gets the stored record (or None)
+        and decides whether it answers (its decision is re-derived under the study's τ,
+        so the lookup ignores τ); a ``fresh`` outcome is stored under ``tau``. Returns the
+        outcome and the memo entry that was consulted.
+        """
+        key = f"{fingerprint}|{settings_key}|{gamma_hash}"
+        while True:
+            entry = self.memo_get(fingerprint, settings_key, gamma_hash, tau=None)
+            if entry is not None:
+                break
+            if self.budget.claim_gamma(key, claim):
+                # Checked again: the previous holder may have stored it just before its claim ended.
+                entry = self.memo_get(fingerprint, settings_key, gamma_hash, tau=None)
+                break
+            waiting()
+            time.sleep(_WAIT_SECONDS)
+        outcome = measure(None if entry is None else entry.record)
+        if outcome.fresh and outcome.record is not None:
+            self.memo_put(fingerprint, settings_key, outcome.record, tau=tau, study_name=study_name)
+        return outcome, entry
 
     def memo_put(self, fingerprint: str, settings_key: str, record: dict[str, Any], *, tau: float | None,
                  study_name: str) -> None:

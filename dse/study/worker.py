@@ -3,8 +3,9 @@
 Each loop: reconcile (fail dead workers' trials, settle their slots; :mod:`dse.study.reaper`)
 → claim a slot of the pool (:mod:`dse.study.claims`) → ``study.ask()`` → first heartbeat →
 attach the trial to the claim → suggest γ → reject it before measuring if a rule excludes it
-→ answer it from the memo, wait for the worker already measuring it, or measure it →
-``study.tell()`` → settle the claim from the trial's state.
+→ one call into the memo (:meth:`EngineTables.measure_once`: answer γ from it, wait for the
+worker already measuring it, or measure it by :meth:`Evaluator.trial` and store the record)
+→ ``study.tell()`` → settle the claim from the trial's state.
 
 Why our own loop and not ``study.optimize``: a rejected γ must not count as a trial of the
 budget, and the budget is shared by processes and machines (``optimize(n_trials=…)``
@@ -27,7 +28,7 @@ from dse.study.dashboard import gamma_attrs, record_constraint
 from dse.study.encoding import RejectedGamma
 from dse.study.feasibility import constraint_for
 from dse.study.heartbeat import Heartbeat, worker_seed
-from dse.study.memo import MemoEntry, worker_owner
+from dse.study.memo import worker_owner
 from dse.study.progress import Progress
 from dse.study.reaper import reconcile, settle_claim
 from dse.study.rejections import tell_rejected
@@ -86,6 +87,7 @@ class Worker:
         self.stats = WorkerStats()
         self.progress = Progress(prepared, enabled=progress)
         self.kl_screen: Any = None  # dse.screen.StudyScreen, when the definition screens
+        self._next_reconcile = 0.0  # while waiting for another worker's measurement of the same γ
         definition = prepared.definition
         self.study_id = retrying(lambda: prepared.storage.get_study_id_from_name(definition.study_name))
         stream = prepared.tables.budget.studies.next_stream(definition.study_name)
@@ -199,28 +201,12 @@ class Worker:
             logger.warning("could not record the end of trial %s: %s (the next run's reaper will)",
                            getattr(trial, "number", "?"), cleanup)
 
-    def _memo_or_slot(self, gamma_hash: str, claim: Claim) -> MemoEntry | None:
-        """The memo's record of γ; or None once this claim may measure it.
-
-        A γ another running claim is measuring is waited for (its record lands in the memo)
-        rather than measured twice; if that claim ends without one, this one takes over.
-        """
-        # tau=None: the memo gives a measurement; its decision is re-derived under this study's τ.
-        tables, tau = self.p.tables, None
-        key = f"{self.fingerprint}|{self.settings_key}|{gamma_hash}"
-        next_reconcile = time.monotonic() + 1.0
-        while True:
-            entry = tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=tau)
-            if entry is not None:
-                return entry
-            if tables.budget.claim_gamma(key, claim):
-                # Checked again: the previous holder may have stored it just before its claim ended.
-                return tables.memo_get(self.fingerprint, self.settings_key, gamma_hash, tau=tau)
-            self.progress.status("waiting for another worker measuring the same γ")
-            time.sleep(0.2)
-            if time.monotonic() > next_reconcile:  # its worker may have died: settle its claim
-                self.stats.reaped += reconcile(self.p.study, tables.budget, self.p.definition.grace_seconds).failed
-                next_reconcile = time.monotonic() + 1.0
+    def _waiting(self) -> None:
+        """Between looks for another worker's measurement of the same γ: say so; settle its claim if it died."""
+        self.progress.status("waiting for another worker measuring the same γ")
+        if time.monotonic() > self._next_reconcile:
+            self.stats.reaped += reconcile(self.p.study, self.p.tables.budget, self.p.definition.grace_seconds).failed
+            self._next_reconcile = time.monotonic() + 1.0
 
     def _measure(self, trial: optuna.trial.Trial, claim: Claim) -> str:
         from optuna.trial import TrialState
@@ -247,26 +233,26 @@ class Worker:
         trial.set_user_attr("gamma_label", label)
         for key, value in gamma_attrs(gamma.canonical(spec), spec, definition.evaluation.method).items():
             trial.set_user_attr(key, value)
-        entry = self._memo_or_slot(gamma_hash, claim)
-        rederived = None if entry is None else self.evaluator.rederive(entry.record, self.baseline, definition.tau)
-        if entry is not None and rederived is not None:
-            record = rederived.model_dump(mode="json")
+        self._next_reconcile = time.monotonic() + 1.0
+        outcome, entry = self.p.tables.measure_once(
+            self.fingerprint, self.settings_key, gamma_hash, claim,
+            lambda stored: self.evaluator.trial(gamma, self.baseline, tau=definition.tau, stored=stored,
+                                                screen=self._screen_decision if definition.screen else None),
+            tau=definition.tau, study_name=definition.study_name, waiting=self._waiting)
+        if outcome.screen is not None and outcome.screen.skip:  # the KL screen (dse/screen.py) skipped γ
+            from dse.screen import tell_screened
+            from space.metrics import parameter_report
+
+            reduction = parameter_report(spec, gamma).param_reduction_pct
+            tell_screened(self.p.study, trial, outcome.screen, self.p.goal.metrics, reduction)
+            return _DONE
+        assert outcome.record is not None
+        record = outcome.record
+        memoized = outcome.source == "memo"
+        if memoized and entry is not None:
             trial.set_user_attr("memo_study", entry.study_name)
             self.stats.memoized += 1
         else:
-            entry = None
-            screen = self._screen_decision(gamma) if definition.screen else None  # KL screen: dse/screen.py
-            if screen is not None and screen.skip:
-                from dse.screen import tell_screened
-                from space.metrics import parameter_report
-
-                reduction = parameter_report(spec, gamma).param_reduction_pct
-                tell_screened(self.p.study, trial, screen, self.p.goal.metrics, reduction)
-                return _DONE
-            measured = self.evaluator.evaluate(gamma, self.baseline, tau=definition.tau)
-            record = measured.model_dump(mode="json") | ({"kl_divergence": screen.kl} if screen else {})
-            self.p.tables.memo_put(self.fingerprint, self.settings_key, record, tau=definition.tau,
-                                   study_name=definition.study_name)
             self.stats.evaluated += 1
         if record.get("early_stopped"):
             self.stats.early_stopped += 1
@@ -277,7 +263,7 @@ class Worker:
         for key, value in record.items():
             if key not in ("gamma", "gamma_hash", "gamma_label", "per_doc", "standins"):
                 trial.set_user_attr(key, value)
-        trial.set_user_attr("memoized", entry is not None)
+        trial.set_user_attr("memoized", memoized)
         trial.set_user_attr("rejected", False)
         trial.set_user_attr("feasible", constraint <= 0)
         trial.set_user_attr("tau", definition.tau)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import dse.decompose as dec
+import dse.svd as svd
 from dse.decompose import (
     METHODS,
     SingularTriplets,
@@ -107,7 +107,7 @@ def test_randomized_path_reaches_the_optimum(kind: str, rank: int,
         raise AssertionError("the randomized iteration did not converge")
 
     singular_values = torch.linalg.svdvals(weight.double())
-    monkeypatch.setattr(dec, "_full_svd", no_fallback)
+    monkeypatch.setattr(svd, "_full_svd", no_fallback)
     triplets = truncated_svd(weight, rank, algorithm="randomized")
     error = relative_error(weight, triplets.factors())
     best = optimal_relative_error(singular_values, rank)
@@ -126,17 +126,17 @@ def test_randomized_iteration_is_seeded() -> None:
 
 
 def test_auto_uses_the_randomized_path_only_for_large_matrices_at_small_ranks() -> None:
-    assert dec._uses_randomized((4096, 11008), 1)
-    assert dec._uses_randomized((4096, 11008), 256)
-    assert not dec._uses_randomized((4096, 11008), 2048)
-    assert not dec._uses_randomized((576, 1536), 1)  # SmolLM2: the full SVD is cheap
+    assert svd._uses_randomized((4096, 11008), 1)
+    assert svd._uses_randomized((4096, 11008), 256)
+    assert not svd._uses_randomized((4096, 11008), 2048)
+    assert not svd._uses_randomized((576, 1536), 1)  # SmolLM2: the full SVD is cheap
 
 
 def test_unconverged_randomized_iteration_falls_back_to_the_full_svd(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     weight = _gaussian(200, 300)
-    monkeypatch.setattr(dec, "_converged", lambda errors: False)
+    monkeypatch.setattr(svd, "_converged", lambda errors: False)
     triplets = truncated_svd(weight, 5, algorithm="randomized")
     full = truncated_svd(weight, 5, algorithm="full")
     assert all(torch.equal(x, y) for x, y in zip(triplets, full, strict=True))
@@ -245,22 +245,22 @@ def test_decompose_does_not_track_gradients() -> None:
 
 
 def test_convergence_needs_three_steps_and_extrapolates_the_slower_ratio() -> None:
-    tol = dec.RANDOMIZED_EXCESS_TOL
+    tol = svd.RANDOMIZED_EXCESS_TOL
     # A fast first step after the sketch, then slower ones: one early ratio would stop here.
-    assert not dec._converged([1.0205, 1.0047, 1.0022])
-    assert not dec._converged([1.0205, 1.0047, 1.0022, 1.0012])
+    assert not svd._converged([1.0205, 1.0047, 1.0022])
+    assert not svd._converged([1.0205, 1.0047, 1.0022, 1.0012])
     # Geometric steps with ratio 1/2: the remaining improvement equals the last step.
     last = 0.5 * tol
-    assert dec._converged([1.0 + 7 * last, 1.0 + 3 * last, 1.0 + last, 1.0])
-    assert not dec._converged([1.0 + 28 * last, 1.0 + 12 * last, 1.0 + 4 * last, 1.0])
-    assert dec._converged([2.0, 1.5, 1.2, 1.2])  # no progress left
+    assert svd._converged([1.0 + 7 * last, 1.0 + 3 * last, 1.0 + last, 1.0])
+    assert not svd._converged([1.0 + 28 * last, 1.0 + 12 * last, 1.0 + 4 * last, 1.0])
+    assert svd._converged([2.0, 1.5, 1.2, 1.2])  # no progress left
 
 
 def test_a_fooled_monitor_falls_back_to_the_full_svd(monkeypatch: pytest.MonkeyPatch) -> None:
     weight = _matrix(300, 700, decay=0.3, seed=4)
-    real = dec._union_whitening
+    real = svd._union_whitening
     # Inflated whitening: the monitor believes it captures more energy than it does.
-    monkeypatch.setattr(dec, "_union_whitening", lambda a, b: 1.2 * real(a, b))
+    monkeypatch.setattr(svd, "_union_whitening", lambda a, b: 1.2 * real(a, b))
     triplets = truncated_svd(weight, 10, algorithm="randomized")
     full = truncated_svd(weight, 10, algorithm="full")
     assert all(torch.equal(x, y) for x, y in zip(triplets, full, strict=True))

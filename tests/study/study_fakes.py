@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dse.evaluation import BaselineRecord, MeasurementSettings, TaskRecord, TrialRecord
+from dse.evaluation import BaselineRecord, Evaluator, MeasurementSettings, TaskRecord, TrialRecord
 from dse.study.definition import StudyDefinition
 from dse.study.runner import measurement_settings
 from space.config import DecompositionConfig
@@ -69,6 +69,9 @@ class FakeEvaluator:
 
     def memo_key(self) -> str:
         return self.settings.key()
+
+    # The real routing of a trial (memo record re-judged, KL screen, measurement) over the fake's measurements.
+    trial = Evaluator.trial
 
     def rederive(self, record: dict[str, Any], baseline: BaselineRecord, tau: float) -> TrialRecord | None:
         """The fake keeps no per-document results: a stored early stop is measured again."""

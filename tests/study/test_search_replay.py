@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from benchmarks.bench_search_measure import grid, paired
-from benchmarks.bench_search_table import GridProfile, Table, make_study_sampler, replay, summary
+from benchmarks.bench_search_table import GridProfile, Table, grid_encoding, make_study_sampler, replay, summary
 from dse.study.encoding import Param
 from dse.study.goals import standin_ratios
 from dse.study.search_space import build_search_space
@@ -79,6 +79,24 @@ def test_the_optimum_is_the_feasible_cell_removing_the_most_parameters() -> None
     assert best["n_feasible"] == len(feasible) < best["n_cells"] == 2 * len(KEEPS) * len(SLOPES)
 
 
+def test_the_table_grid_is_reachable_end_to_end_without_float_drift() -> None:
+    import warnings
+
+    data = _table(_drop)
+    data["keep"] = grid(0.5, 1.0, 0.05)  # 0.55 - 0.5 is 0.050000000000000044 in floats
+    encoding = grid_encoding(data)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    with warnings.catch_warnings():
+        # Optuna warns (and drops keep 1.0) when the range is not a whole number of steps.
+        warnings.simplefilter("error")
+        keeps = set()
+        for _ in range(300):
+            trial = study.ask()
+            encoding.suggest(trial)
+            keeps.add(round(trial.params["keep"], 4))
+    assert keeps == set(data["keep"])
+
+
 def test_a_table_missing_cells_is_refused() -> None:
     data = _table(_drop)
     data["points"].pop()
@@ -108,3 +126,20 @@ def test_bad_thresholds_are_one_line_and_exit_2() -> None:
     out = subprocess.run(command, capture_output=True, text=True, check=False)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == ["--ppl-ratios must all be above 1, got '0.9'"]
+
+
+def test_measure_does_nothing_only_when_the_table_holds_every_cell(tmp_path: Any) -> None:
+    import argparse
+    import json
+
+    from benchmarks.bench_search_measure import _complete
+
+    out = tmp_path / "table.json"
+    args = argparse.Namespace(out=out, methods="svd,asvd", keep_min=0.5, keep_step=0.1, slope_step=0.5)
+    assert not _complete(args)
+    data = _table(_drop) | {"paper": [{"label": "Table IV 6%"}]}
+    out.write_text(json.dumps(data))
+    assert _complete(args)
+    data["points"].pop()
+    out.write_text(json.dumps(data))
+    assert not _complete(args)
