@@ -88,7 +88,7 @@ def replay(definition_path: Path, n_trials: int, seed: int) -> dict[str, Any]:
         baseline_kl_s = time.process_time() - cpu
         baseline = evaluator.baseline()
         history: list[dict[str, Any]] = []
-        rows = []
+        rows: list[dict[str, Any]] = []
         for index, gamma in enumerate(gammas):
             with decomposed(loaded, gamma, cache=evaluator.cache, method=settings.method):
                 cpu = time.process_time()  # after the factors: the screen's own cost
