@@ -17,7 +17,9 @@ rank, and only the higher rank's error was checked against the optimum. Only a l
 rank triggers new work, and replaces the entry. Other methods (``hooi``) are keyed by
 rank too, since their factors of different ranks are unrelated. The calibrated methods
 (``asvd``, ``svd-llm``, ``feature``) store two nested factors ``a``, ``b`` (and the
-Cholesky jitter) and are keyed by their calibration too (``variant``: the statistics'
+Cholesky jitter), computed up to the rank of keep 1 where the SVD is a full one anyway
+(``cache_entries.stored_rank``: a study climbing in keep decomposes each tensor once),
+and are keyed by their calibration too (``variant``: the statistics'
 key and method options), so one method or calibration never answers for another.
 
 Entries are keyed by the model's fingerprint (a hash of its weights, not its name).

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from dse.methods import TwoFactors
 
 __all__ = ["CacheStats", "FactorLookup", "ModelUsage", "CacheInfo", "Entry", "NESTED_METHODS",
-           "expected_shapes", "compute_entry"]
+           "expected_shapes", "compute_entry", "stored_rank"]
 
 # Methods whose factors of a lower rank are a slice of those of a higher rank.
 NESTED_METHODS = frozenset({"svd"}) | TWO_FACTOR_METHODS
@@ -129,6 +129,22 @@ def expected_shapes(method: str, rank: int, shape: tuple[int, int]) -> dict[str,
     return {"u1": (height, rank), "core": (rank, rank), "u2": (width, rank)}
 
 
+def stored_rank(shape: tuple[int, int], rank: int) -> int:
+    """The rank a calibrated method's entry is computed at when ``rank`` is asked.
+
+    Where the SVD is a full one anyway (min(H, W) ≤ ``FULL_SVD_MAX_DIM``), keep the
+    factors up to the rank of a kept-parameter ratio of 1: every ratio a keep-ratio study
+    can ask is then a slice of the first entry, instead of each higher ratio decomposing
+    again and replacing it (the cost is the same SVD; the entry is the weight's size).
+    """
+    from dse.decompose import FULL_SVD_MAX_DIM
+
+    height, width = shape
+    if min(shape) > FULL_SVD_MAX_DIM:
+        return rank
+    return max(rank, min(height, width, height * width // (height + width)))
+
+
 def compute_entry(weight: torch.Tensor, rank: int, method: str,
                   compute: Callable[[int], TwoFactors] | None = None) -> tuple[Entry, float]:
     """Decompose ``weight`` into a new entry (on the CPU); and the seconds it took."""
@@ -140,6 +156,7 @@ def compute_entry(weight: torch.Tensor, rank: int, method: str,
     shape = (int(weight.shape[0]), int(weight.shape[1]))
     if method in TWO_FACTOR_METHODS:
         assert compute is not None
+        rank = stored_rank(shape, rank)
         two = compute(rank)
         tensors = {"a": two.a, "b": two.b,
                    "jitter": torch.tensor([two.jitter], dtype=torch.float64)}

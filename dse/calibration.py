@@ -50,7 +50,9 @@ class CalibrationSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: str | None = None  # a text file; default: <data dir>/wikitext2/valid.txt
+    # A text file, or "task:NAME" (a task's held-out split, dse/calibration_tasks.py);
+    # default: <data dir>/wikitext2/valid.txt.
+    source: str | None = None
     sequences: int = Field(16, ge=1, le=100_000)
     length: int = Field(512, ge=8, le=32_768)
     seed: int = 0
@@ -67,9 +69,13 @@ class CalibrationSettings(BaseModel):
 
     def source_path(self) -> Path:
         """The calibration text file (checked to exist and be non-empty)."""
-        from space.env import resolve_data_dir
+        from space.env import cache_dir, resolve_data_dir
 
-        if self.source is not None:
+        if self.source is not None and self.source.startswith("task:"):
+            from dse.calibration_tasks import task_calibration_file
+
+            path = task_calibration_file(self.source, resolve_data_dir(), cache_dir())
+        elif self.source is not None:
             path = Path(self.source).expanduser()
         else:
             data = resolve_data_dir()

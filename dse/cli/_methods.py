@@ -29,9 +29,10 @@ def method_options(func: F) -> F:
     options = [
         click.option("--method", type=click.Choice(METHOD_NAMES), default="svd", show_default=True,
                      help=METHOD_HELP),
-        click.option("--calibration-source", default=None, metavar="FILE",
+        click.option("--calibration-source", default=None, metavar="FILE|task:NAME",
                      help="Calibration text (default: <data dir>/wikitext2/valid.txt, the "
-                          "validation split; never the test split)."),
+                          "validation split; never the test split), or task:dse_arc_easy / "
+                          "task:dse_mmlu (the task's held-out split)."),
         click.option("--calibration-sequences", type=int, default=16, show_default=True,
                      help="Calibration windows."),
         click.option("--calibration-length", type=int, default=512, show_default=True,

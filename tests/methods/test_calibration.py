@@ -168,3 +168,47 @@ def test_a_model_whose_linears_cannot_be_hooked_is_one_error(tiny_llama, text_fi
                             progress=False)
     finally:
         surgery.set_module(tiny_llama.model, path, original)
+
+
+def test_a_task_source_calibrates_on_its_held_out_split_only(tiny_llama, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from space.env import resolve_data_dir
+
+    data = resolve_data_dir()
+    if data is None or not (data / "arc_easy" / "ARC-Easy-Dev.jsonl").is_file():
+        pytest.skip("ARC-Easy data not found (../shared/data or $DSE_DATA_DIR)")
+    monkeypatch.setenv("DSE_CACHE_DIR", str(tmp_path))
+    settings = CalibrationSettings(source="task:dse_arc_easy", **SETTINGS)  # type: ignore[arg-type]
+    text = settings.source_path().read_text(encoding="utf-8")
+    dev = [json.loads(line) for line in (data / "arc_easy" / "ARC-Easy-Dev.jsonl").open(encoding="utf-8")]
+    first = dev[0]["question"]
+    answer = next(c["text"] for c in first["choices"] if c["label"] == dev[0]["answerKey"])
+    assert f"Question: {first['stem']}\nAnswer: {answer}" in text
+    assert text.count("Question: ") == len(dev)
+    evaluated = [json.loads(line)["question"]["stem"]
+                 for line in (data / "arc_easy" / "ARC-Easy-Test.jsonl").open(encoding="utf-8")]
+    dev_stems = {d["question"]["stem"] for d in dev}
+    assert not any(stem in text for stem in evaluated[:200] if stem not in dev_stems)
+    calibration, _ = load_or_collect(tiny_llama, settings, cache_dir=tmp_path, progress=False)
+    assert calibration.tokens == SETTINGS["sequences"] * SETTINGS["length"]
+    mmlu = CalibrationSettings(source="task:dse_mmlu", **SETTINGS)  # type: ignore[arg-type]
+    assert mmlu.stats_key("f") != settings.stats_key("f")
+    with pytest.raises(CalibrationError, match=r"no held-out split of dse_piqa.*allowed: task:dse_arc_easy"):
+        CalibrationSettings(source="task:dse_piqa").source_path()
+
+
+def test_a_higher_keep_is_sliced_from_the_first_calibrated_entry(tiny_llama, text_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A keep-ratio study climbing in keep decomposes each tensor once, with the same factors as a direct run."""
+    calibration, _ = load_or_collect(tiny_llama, settings_for(text_file), cache_dir=tmp_path, progress=False)
+    low = DecompositionConfig(layers=(1,), tensors=("q", "down"), keep=0.3)
+    high = DecompositionConfig(layers=(1,), tensors=("q", "down"), keep=1.0)
+    with FactorCache(tmp_path / "factors") as cache:
+        with surgery.decomposed(tiny_llama, low, cache=cache, method="svd-llm", calibration=calibration) as report:
+            assert report.cache_misses == 2
+        before = cache.stats.snapshot()
+        with surgery.decomposed(tiny_llama, high, cache=cache, method="svd-llm", calibration=calibration) as report:
+            assert report.cache_hits == 2
+            sliced = surgery.installed_factors(tiny_llama)[(1, "down")].reconstruct()
+        assert (cache.stats - before).decompositions == 0
+    with FactorCache(tmp_path / "direct") as direct, surgery.decomposed(
+            tiny_llama, high, cache=direct, method="svd-llm", calibration=calibration):
+        assert torch.allclose(surgery.installed_factors(tiny_llama)[(1, "down")].reconstruct(), sliced, atol=1e-6)
