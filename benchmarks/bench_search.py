@@ -243,9 +243,10 @@ def heuristic_choice(space: SearchSpace, definition: StudyDefinition, recorded: 
 def _summary(values: list[int | None], budget: int) -> dict[str, Any]:
     hits = sorted(v for v in values if v is not None)
     censored = [v if v is not None else budget + 1 for v in values]
+    # One seed has no spread: its quartiles are its value.
+    q25, _, q75 = statistics.quantiles(censored, n=4) if len(censored) > 1 else censored * 3
     return {"found": f"{len(hits)}/{len(values)}", "median": statistics.median(censored),
-            "q25": statistics.quantiles(censored, n=4)[0], "q75": statistics.quantiles(censored, n=4)[2],
-            "max": max(censored)}
+            "q25": q25, "q75": q75, "max": max(censored)}
 
 
 def main() -> None:

@@ -138,7 +138,7 @@ def replay(sampler: Any, encoding: GridProfile, table: Table, tau: float, budget
 def summary(values: list[int | None], budget: int) -> dict[str, Any]:
     """Median, quartiles and max, a run that never found the optimum counted as ``budget + 1``."""
     censored = [v if v is not None else budget + 1 for v in values]
-    q25, _, q75 = statistics.quantiles(censored, n=4)
+    q25, _, q75 = statistics.quantiles(censored, n=4) if len(censored) > 1 else censored * 3  # one seed: no spread
     return {"found": sum(v is not None for v in values), "median": statistics.median(censored),
             "q25": q25, "q75": q75, "max": max(censored)}
 
