@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from objectives.accuracy import AccuracyObjective
@@ -14,6 +15,16 @@ from objectives.harness import quiet_lm_eval, wrapped_lm
 from space.config import DecompositionConfig
 
 TOLERANCE = 1e-4  # the issue's bound on a per-request log-likelihood difference
+ULPS = 2  # same arithmetic as HFLM: equal up to the matmuls' thread split (bit for bit with one thread)
+
+
+def _same_arithmetic(reference: dict, fast: dict) -> None:
+    """Within ``ULPS`` float32 units in the last place of the largest log-likelihood, same outcomes."""
+    worst, differences = _compare(reference, fast)
+    largest = max(abs(resp[0] if isinstance(resp, tuple) else resp)
+                  for doc in reference.values() for (resp,) in doc["resps"])
+    assert worst <= ULPS * float(np.finfo(np.float32).eps) * max(largest, 1.0), (worst, largest)
+    assert differences == []
 
 
 def _samples(
@@ -136,7 +147,7 @@ def test_tiny_llama_loglikelihoods_and_outcomes_equal_hflms_on_every_task_type(
 def test_tiny_llama_decomposed_scores_hflms_arithmetic_exactly_and_shared_within_the_bound(
     tiny_llama: Any, every_task_type: AccuracyObjective
 ) -> None:
-    """On a decomposed model too: one request per forward is HFLM's batch-size-1 result bit for bit.
+    """On a decomposed model too: one request per forward is HFLM's batch-size-1 arithmetic (within 2 ulps).
 
     Sharing the context lengthens the sequence a request is computed in, and PyTorch's CPU
     attention rounds by sequence length (as HFLM's own results move with its batch's
@@ -150,7 +161,7 @@ def test_tiny_llama_decomposed_scores_hflms_arithmetic_exactly_and_shared_within
         unshared = _samples(target, every_task_type, fast=True, share_context=False)
         reference = _samples(target, every_task_type, fast=False)
         shared = _samples(target, every_task_type, fast=True)
-    assert _compare(single, unshared) == (0.0, [])
+    _same_arithmetic(single, unshared)
     worst, differences = _compare(reference, shared)
     assert worst < TOLERANCE
     assert differences == []
@@ -316,7 +327,7 @@ def test_smollm2_decomposed_early_scores_hflms_arithmetic_exactly_and_shared_wit
         unshared = _samples(target, objective, fast=True, leaves=4, share_context=False)
         reference = _samples(target, objective, fast=False, leaves=4)
         shared = _samples(target, objective, fast=True, leaves=4)
-    assert _compare(single, unshared) == (0.0, [])
+    _same_arithmetic(single, unshared)
     worst, differences = _compare(reference, shared)
     assert worst < TOLERANCE
     assert differences == []
