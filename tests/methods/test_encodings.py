@@ -158,3 +158,19 @@ def test_spectrum_encoding_on_tiny_llama_interpolates_from_uniform(tiny_llama, t
     after = parameter_report(spec, driven).params_after
     assert after <= before * 1.01  # the same budget, distributed by the spectra
     assert uniform.hash(spec) != driven.hash(spec)
+
+
+def test_budget_profile_study_keeps_layers_0_and_1_whole_and_its_budget_is_reachable() -> None:
+    definition = load_definition(ROOT / "studies" / "smollm2-budget-profile.toml")
+    assert definition.study_name == "smollm2-budget-profile" and definition.methods == ("svd-llm",)
+    space = search_space_for(SPEC, definition)
+    assert tuple(space.layers) == tuple(range(2, SPEC.n_layers))
+    encoding = make_encoding("profile", space)
+    assert [p.name for p in encoding.params()] == ["keep", "slope"]
+    # keep 0.8 on layers 2-29 removes less than 15 % of the model: rejected unmeasured
+    mild = encoding.decode({"keep": 0.8, "slope": 0.0})
+    assert check_gamma(space, mild) is not None and "15" in (check_gamma(space, mild) or "")
+    strong = encoding.decode({"keep": 0.78, "slope": 0.0})
+    assert check_gamma(space, strong) is None
+    assert {p.layer for p in strong.validate_for(SPEC)} == set(range(2, SPEC.n_layers))
+    assert parameter_report(SPEC, strong).param_reduction_pct >= 15.0
