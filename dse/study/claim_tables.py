@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from sqlalchemy import CursorResult, Delete, Update
 
 __all__ = [
-    "Transactional", "updated", "create_tables", "StudyRowModel", "PoolModel", "ClaimModel", "GammaClaimModel",
-    "TrialHolderModel", "RequeueModel", "Claim", "ClaimRow",
+    "Transactional", "updated", "insert_or_take_over", "create_tables", "StudyRowModel", "PoolModel",
+    "ClaimModel", "GammaClaimModel", "TrialHolderModel", "RequeueModel", "Claim", "ClaimRow",
 ]
 
 T = TypeVar("T")
@@ -42,6 +42,26 @@ class Transactional(Protocol):
 def updated(session: Session, statement: Update | Delete) -> int:
     """The number of rows an UPDATE or DELETE changed (``Session.execute`` is typed as a plain ``Result``)."""
     return cast("CursorResult[Any]", session.execute(statement)).rowcount
+
+
+def insert_or_take_over(transaction: Callable[[Callable[[Session], Any]], Any],
+                        insert: Callable[[Session], None], take_over: Callable[[Session], bool]) -> bool:
+    """Hold a row: insert it, or, when it exists, ``take_over`` it in a second transaction.
+
+    Each step is its own transaction, so a kill between them leaves either no row of
+    ours or a whole one. The take-over losing a race to a concurrent insert is False.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        transaction(insert)
+        return True
+    except IntegrityError:
+        pass
+    try:
+        return bool(transaction(take_over))
+    except IntegrityError:
+        return False
 
 
 class Base(DeclarativeBase):

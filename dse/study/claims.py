@@ -53,6 +53,7 @@ from dse.study.claim_tables import (
     Transactional,
     TrialHolderModel,
     create_tables,
+    insert_or_take_over,
     updated,
 )
 from dse.study.requeue import Requeues
@@ -251,12 +252,6 @@ class Budget:
         def insert(session: Session) -> None:
             session.add(GammaClaimModel(key=key, claim_id=claim.id))
 
-        try:
-            self._transaction(insert)
-            return True
-        except IntegrityError:
-            pass
-
         def take_over(session: Session) -> bool:
             holders = select(ClaimModel.id).where(ClaimModel.state == "running")
             if session.get(GammaClaimModel, key) is None:
@@ -267,7 +262,4 @@ class Budget:
                 (GammaClaimModel.claim_id == claim.id) | GammaClaimModel.claim_id.not_in(holders),
             ).values(claim_id=claim.id)) == 1
 
-        try:
-            return self._transaction(take_over)
-        except IntegrityError:
-            return False
+        return insert_or_take_over(self._transaction, insert, take_over)

@@ -26,10 +26,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dse.study.claim_tables import RequeueModel, Transactional, updated
+from dse.study.claim_tables import RequeueModel, Transactional, insert_or_take_over, updated
 from dse.study.storage import retrying
 
 if TYPE_CHECKING:
@@ -78,12 +77,6 @@ class Requeues:
         def insert(session: Session) -> None:
             session.add(RequeueModel(study_name=study_name, trial_number=number, owner=owner, taken_at=now))
 
-        try:
-            self._transaction(insert)
-            return True
-        except IntegrityError:
-            pass
-
         def take_over(session: Session) -> bool:
             row = session.get(RequeueModel, (study_name, number))
             if row is None:
@@ -94,7 +87,7 @@ class Requeues:
                 RequeueModel.study_name == study_name, RequeueModel.trial_number == number,
                 RequeueModel.owner == row.owner).values(owner=owner, taken_at=now)) == 1
 
-        return self._transaction(take_over)
+        return insert_or_take_over(self._transaction, insert, take_over)
 
 
 def _holder_gone(owner: str) -> bool:
