@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, TypedDict
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -322,13 +323,25 @@ class DecompositionConfig(BaseModel):
         rank_label = f"r={rank}" if isinstance(rank, int) else "r=mixed"
         if "keep" in form:
             rank_label = f"keep={form['keep']:g}"
-        layers = ",".join(str(x) for x in form["layers"])
-        label = f"L[{layers}] {tensor_label} {rank_label}"
+        label = f"L[{_layer_runs(form['layers'])}] {tensor_label} {rank_label}"
         if "method" in form:
             label += f" {form['method']}"
         elif "methods" in form:
             label += " " + ",".join(f"{t}:{m}" for t, m in form["methods"].items())
         return label
+
+
+def _layer_runs(layers: Sequence[int]) -> str:
+    """``2,17,29`` as is; runs of four or more consecutive layers as ``2-29`` (what ``--layers`` parses)."""
+    parts: list[str] = []
+    start = 0
+    values = list(layers)
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[i - 1] + 1:
+            run = values[start:i]
+            parts += [f"{run[0]}-{run[-1]}"] if len(run) >= 4 else [str(x) for x in run]
+            start = i
+    return ",".join(parts)
 
 
 def parse_int_list(text: str, what: str = "layers") -> tuple[int, ...]:

@@ -85,6 +85,18 @@ def _print_rows(title: str, rows: Sequence[dict[str, Any]]) -> None:
                         + (f" (and {len(notes) - 3} more)" if len(notes) > 3 else ""))
 
 
+def _rank_text(gamma: dict[str, Any]) -> str:
+    """One rank, or the range of per-tensor ranks (``--json`` lists every pair), and the method."""
+    rank = gamma.get("rank")
+    if isinstance(rank, dict) and rank:
+        values = [int(v) for v in rank.values()]
+        text = f"ranks {min(values)}–{max(values)} per tensor ({len(values)} layer×tensor pairs; --json lists them)"
+    else:
+        text = f"rank {rank}"
+    method = gamma.get("method")
+    return f"{text}, method {method}" if method else text
+
+
 def _print_best(handle: Any, best: dict[str, Any] | None) -> None:
     out = console()
     if best is None:
@@ -94,7 +106,7 @@ def _print_best(handle: Any, best: dict[str, Any] | None) -> None:
     out.print(
         f"[bold]Best feasible configuration[/] of {handle.name} (trial {best['number']}, "
         f"objective {handle.definition.objective}):\n"
-        f"  layers (0-based) {gamma.get('layers')}, tensors {gamma.get('tensors')}, rank {gamma.get('rank')}\n"
+        f"  layers (0-based) {gamma.get('layers')}, tensors {gamma.get('tensors')}, {_rank_text(gamma)}\n"
         f"  accuracy drop {_with_ci(best.get('accuracy_drop_pp'), _drop_ci(best), 2)} pp "
         f"(τ = {handle.definition.tau:g}, {handle.definition.evaluation.feasibility}"
         f"{', feasible with confidence' if best.get('feasible_confident') else ''}), "

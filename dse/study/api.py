@@ -95,10 +95,15 @@ class StudyHandle:
         return best_row(self.trials(), self.goal)
 
     def default_front_metrics(self) -> list[str]:
-        """The goal's two metrics, or (the single objective, accuracy drop)."""
+        """The goal's two metrics, or (the single objective, accuracy drop).
+
+        A goal whose one metric *is* the accuracy drop (``budget``) pairs it with the
+        parameter reduction: how compression papers plot their trade-off.
+        """
         metrics = list(self.goal.metrics)
         if len(metrics) == 1:
-            metrics.append("accuracy_drop_pp")
+            metrics = ["param_reduction_pct", *metrics] if metrics == ["accuracy_drop_pp"] else [*metrics,
+                                                                                              "accuracy_drop_pp"]
         return metrics
 
     def pareto_front(self, x: str | None = None, y: str | None = None, z: str | None = None, *,

@@ -121,6 +121,8 @@ class Encoding(abc.ABC):
 
     name: ClassVar[str]
     by_construction: ClassVar[bool]
+    #: Whether γ are kept-parameter ratios on every allowed layer (else layer sets at a rank).
+    keeps_ratios: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space

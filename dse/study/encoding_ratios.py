@@ -36,6 +36,7 @@ UNTOUCHED = 0.995
 
 class _KeepEncoding(Encoding):
     by_construction = True
+    keeps_ratios = True
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -39,7 +39,7 @@ from dse.study.measuring import (
     measurement_settings,
 )
 from dse.study.memo import EngineTables, worker_owner
-from dse.study.search_space import SearchSpace, build_search_space
+from dse.study.search_space import SearchSpace, build_search_space, check_budget_reachable
 from dse.study.storage import StorageTarget, check_storage, open_optuna_storage, retrying
 from space.errors import InvalidConfigError, StorageError, UnknownNameError
 
@@ -133,7 +133,9 @@ def check_definition(definition: StudyDefinition) -> tuple[ModelSpec, SearchSpac
     ev = definition.evaluation
     AccuracyObjective(ev.tasks, limit=ev.limit, batch_size=ev.batch_size, data_dir=ev.data_dir, show_progress=False)
     check_device(definition.device)
-    return spec, space, make_encoding(definition.search.encoding, space)
+    encoding = make_encoding(definition.search.encoding, space)
+    check_budget_reachable(space, keep_ratios=encoding.keeps_ratios)
+    return spec, space, encoding
 
 
 def search_space_for(spec: ModelSpec, definition: StudyDefinition) -> SearchSpace:

@@ -131,6 +131,38 @@ def build_search_space(
                        min_reduction_pct=min_reduction_pct, model=model)
 
 
+def check_budget_reachable(space: SearchSpace, *, keep_ratios: bool) -> None:
+    """Refuse a parameter budget no γ of the space meets (else every proposal is rejected, unmeasured).
+
+    The most a space removes: every allowed layer at ``keep_min`` (the keep-ratio
+    encodings), or the most layers the spacing allows at the smallest rank (the others).
+
+    Raises:
+        InvalidConfigError: ``min_reduction_pct`` is above that, in one line.
+    """
+    from space.metrics import parameter_report
+
+    budget = space.min_reduction_pct
+    if budget is None:
+        return
+    if keep_ratios:
+        gamma = DecompositionConfig(layers=tuple(space.layers), keep=space.keep_min)
+        how = f"every allowed layer at search.keep_min = {space.keep_min:g}"
+    else:
+        spaced: list[int] = []
+        for layer in space.layers:
+            if len(spaced) < space.max_layers and (not spaced or layer - spaced[-1] >= space.min_gap):
+                spaced.append(layer)
+        gamma = DecompositionConfig(layers=tuple(spaced), rank=min(space.ranks))
+        how = f"{len(spaced)} layer(s) at rank {min(space.ranks)}"
+    most = parameter_report(space.spec, gamma).param_reduction_pct
+    if most < budget:
+        raise InvalidConfigError(
+            f"min_param_reduction_pct = {budget:g} is out of reach: this space removes at most {most:.2f} % of "
+            f"{space.spec.name}'s parameters ({how}); lower the budget or widen the space"
+        )
+
+
 def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
     """Why the study may not measure γ (a rule, the layer bounds), or None when it may."""
     try:

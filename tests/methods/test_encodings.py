@@ -174,3 +174,13 @@ def test_budget_profile_study_keeps_layers_0_and_1_whole_and_its_budget_is_reach
     assert check_gamma(space, strong) is None
     assert {p.layer for p in strong.validate_for(SPEC)} == set(range(2, SPEC.n_layers))
     assert parameter_report(SPEC, strong).param_reduction_pct >= 15.0
+
+
+def test_budget_goal_reports_its_front_against_the_parameter_reduction() -> None:
+    from dse.study.api import StudyHandle
+
+    handle = StudyHandle(study=None, definition=budget_definition(), target=None)  # type: ignore[arg-type]
+    assert handle.default_front_metrics() == ["param_reduction_pct", "accuracy_drop_pp"]
+    quick = StudyHandle(study=None, definition=load_definition(ROOT / "studies" / "smollm2-quick.toml"),
+                        target=None)  # type: ignore[arg-type]
+    assert quick.default_front_metrics() == ["edp_ratio", "accuracy_drop_pp"]

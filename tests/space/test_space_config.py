@@ -90,6 +90,9 @@ def test_identity(llama: ModelSpec) -> None:
     assert original.is_identity and original.validate_for(llama) == []
     assert original.describe(llama) == "original"
     assert DecompositionConfig(layers=(2, 17, 29)).describe(llama) == "L[2,17,29] all r=1"
+    # runs of four or more layers are written as the ranges --layers parses
+    assert DecompositionConfig(layers=(1, 2, 3, 7, 8, 9, 10, 20)).describe(llama) == "L[1,2,3,7-10,20] all r=1"
+    assert parse_int_list("1,2,3,7-10,20") == (1, 2, 3, 7, 8, 9, 10, 20)
 
 
 def test_parse_lists() -> None:

@@ -135,3 +135,62 @@ def test_memo_answers_measured_gamma_in_another_study(tiny_run: dict[str, Any], 
     assert all(r["gamma_hash"] in measured for r in rows if r["memoized"])
     # Both paper seeds were measured by the first study: answered from the memo.
     assert rows[0]["memoized"] and rows[1]["memoized"] and rows[0]["memo_study"] == "tiny-real"
+
+
+BUDGET_TOML = """
+model = "tiny-llama"
+objective = "budget"
+min_param_reduction_pct = {budget}
+tau = 100.0
+n_trials = 2
+
+[rules]
+rank-one = false
+whole-layers = false
+skip-early = false
+min-distance = false
+
+[evaluation]
+tasks = ["dse_arc_easy"]
+limit = 5
+batch_size = 8
+data_dir = "{data_dir}"
+measure_latency = false
+measure_energy = false
+
+[search]
+encoding = "profile"
+keep_min = 0.5
+seed = 0
+"""
+
+
+def test_budget_study_runs_and_reports_its_front_against_the_reduction(tmp_path: Path, data_dir: Path) -> None:
+    # The budget goal's one metric is the accuracy drop: its report pairs it with the
+    # parameter reduction (it once asked for the drop twice and exited 2 after the run).
+    path = tmp_path / "tiny-budget.toml"
+    path.write_text(BUDGET_TOML.format(data_dir=data_dir, budget=1.0))
+    args = ["study", "run", str(path), "--storage", f"sqlite:///{tmp_path / 'b.db'}", "--no-plots", "--json", "--quiet"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["pareto_metrics"] == ["param_reduction_pct", "accuracy_drop_pp"]
+    assert report["counts"]["complete"] == 2
+    assert report["best"]["param_reduction_pct"] >= 1.0 and report["pareto"]
+
+
+def test_unreachable_budget_is_one_line_before_any_trial(tmp_path: Path, data_dir: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from dse.cli import main
+
+    # tiny-llama's decomposable tensors are 5.5 % of its parameters: keep 0.5 removes 2.8 %
+    path = tmp_path / "tiny-budget.toml"
+    path.write_text(BUDGET_TOML.format(data_dir=data_dir, budget=5.0))
+    db = tmp_path / "b.db"
+    with pytest.raises(SystemExit) as exited:
+        main(["study", "run", str(path), "--storage", f"sqlite:///{db}", "--no-plots", "--quiet"])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert len(lines) == 1 and "min_param_reduction_pct = 5 is out of reach" in lines[0]
+    assert "at most 2.82 %" in lines[0] and not db.exists()
