@@ -95,7 +95,8 @@ def main() -> None:
         f"first {args.limit} documents each; {time.perf_counter() - start:.0f} s)")
     uniform = DecompositionConfig(layers=tuple(range(loaded.spec.n_layers)), keep=args.uniform_keep,
                                   method="svd-llm")
-    candidates = [(f"uniform svd-llm keep {args.uniform_keep:g}", uniform, None)]
+    candidates: list[tuple[str, DecompositionConfig, dict[str, Any] | None]] = [
+        (f"uniform svd-llm keep {args.uniform_keep:g}", uniform, None)]
     candidates += [(f"study trial {r['number']}: {r['gamma_label']}", DecompositionConfig.from_canonical(r["gamma"]), r)
                    for r in chosen]
     reference = None
