@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--ppl-tokens", type=int, default=16384)
-    parser.add_argument("--sequences", type=int, default=16)
+    parser.add_argument("--sequences", type=int, default=128)
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--cache-dir", default=None,
                         help="keep the calibration here (default: a temporary directory)")

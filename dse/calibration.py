@@ -53,7 +53,7 @@ class CalibrationSettings(BaseModel):
     # A text file, or "task:NAME" (a task's held-out split, dse/calibration_tasks.py);
     # default: <data dir>/wikitext2/valid.txt.
     source: str | None = None
-    sequences: int = Field(16, ge=1, le=100_000)
+    sequences: int = Field(128, ge=1, le=100_000)  # 128 × 512: svd-llm within 3× at keep 0.9 (performance.md)
     length: int = Field(512, ge=8, le=32_768)
     seed: int = 0
     asvd_alpha: float = Field(0.5, ge=0.0, le=4.0)

@@ -12,6 +12,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Nor is the user's cache read or written: a warm factor, baseline or prefix cache from
+# earlier runs made timing-dependent tests (interrupting a sweep after two points) see a
+# sweep finish first. One fresh cache per session, as on a new machine; the subprocesses
+# tests start inherit it. DSE_TEST_CACHE_DIR chooses another (e.g. to keep one warm).
+if "DSE_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["DSE_CACHE_DIR"] = os.environ.get("DSE_TEST_CACHE_DIR") or tempfile.mkdtemp(prefix="dse-test-cache-")
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

@@ -33,7 +33,7 @@ def method_options(func: F) -> F:
                      help="Calibration text (default: <data dir>/wikitext2/valid.txt, the "
                           "validation split; never the test split), or task:dse_arc_easy / "
                           "task:dse_mmlu (the task's held-out split)."),
-        click.option("--calibration-sequences", type=int, default=16, show_default=True,
+        click.option("--calibration-sequences", type=int, default=128, show_default=True,
                      help="Calibration windows."),
         click.option("--calibration-length", type=int, default=512, show_default=True,
                      help="Tokens per calibration window."),
