@@ -51,3 +51,19 @@ def smollm2():  # type: ignore[no-untyped-def]
     from dse.models import load_model
 
     return load_model("smollm2-135m")
+
+
+@pytest.fixture
+def sigint_default():  # type: ignore[no-untyped-def]
+    """SIGINT handled (not ignored) while the test runs, so the processes it starts take Ctrl-C.
+
+    A shell starts background jobs (``nohup``, ``make test &``) with SIGINT ignored; an
+    ignored signal stays ignored across exec, and Python then installs no
+    KeyboardInterrupt handler, so a test's interrupt would never arrive.
+    """
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -31,7 +31,8 @@ def _complete(db: Path) -> int:
 
 
 @pytest.mark.slow
-def test_layer_sweep_resumes_after_ctrl_c_and_ranks_layers_0_and_1_most_harmful(tmp_path: Path) -> None:
+def test_layer_sweep_resumes_after_ctrl_c_and_ranks_layers_0_and_1_most_harmful(tmp_path: Path,
+                                                                             sigint_default: None) -> None:
     db = tmp_path / "char.db"
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     command = [sys.executable, "-m", "dse.cli", "characterize", "smollm2-135m", "--sweep", "layers",

@@ -91,7 +91,7 @@ def test_workers_die_with_their_parent_and_give_their_trials_back(make_definitio
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_every_worker_with_one_line_and_no_traceback(make_definition: Any) -> None:
+def test_ctrl_c_stops_every_worker_with_one_line_and_no_traceback(make_definition: Any, sigint_default: None) -> None:
     definition = make_definition(n_trials=6, workers=3, search={"paper_seeds": 0})
     proc = _start(definition)
     try:
