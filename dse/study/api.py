@@ -101,9 +101,10 @@ class StudyHandle:
         parameter reduction: how compression papers plot their trade-off.
         """
         metrics = list(self.goal.metrics)
+        if metrics == ["accuracy_drop_pp"]:
+            return ["param_reduction_pct", "accuracy_drop_pp"]
         if len(metrics) == 1:
-            metrics = ["param_reduction_pct", *metrics] if metrics == ["accuracy_drop_pp"] else [*metrics,
-                                                                                              "accuracy_drop_pp"]
+            metrics.append("accuracy_drop_pp")
         return metrics
 
     def pareto_front(self, x: str | None = None, y: str | None = None, z: str | None = None, *,

@@ -57,12 +57,17 @@ def tensor_label(spec: ModelSpec, names: Sequence[str]) -> str:
     return "all" if tuple(names) == spec.tensor_names else ",".join(names)
 
 
-def _max_layers_with_gap(layers: Sequence[int], gap: int) -> int:
-    count, last = 0, None
+def _spaced_layers(layers: Sequence[int], gap: int, limit: int | None = None) -> list[int]:
+    """The most layers (at most ``limit``) taken greedily from the first, ``gap`` apart."""
+    chosen: list[int] = []
     for layer in layers:
-        if last is None or layer - last >= gap:
-            count, last = count + 1, layer
-    return count
+        if (limit is None or len(chosen) < limit) and (not chosen or layer - chosen[-1] >= gap):
+            chosen.append(layer)
+    return chosen
+
+
+def _max_layers_with_gap(layers: Sequence[int], gap: int) -> int:
+    return len(_spaced_layers(layers, gap))
 
 
 def build_search_space(
@@ -149,10 +154,7 @@ def check_budget_reachable(space: SearchSpace, *, keep_ratios: bool) -> None:
         gamma = DecompositionConfig(layers=tuple(space.layers), keep=space.keep_min)
         how = f"every allowed layer at search.keep_min = {space.keep_min:g}"
     else:
-        spaced: list[int] = []
-        for layer in space.layers:
-            if len(spaced) < space.max_layers and (not spaced or layer - spaced[-1] >= space.min_gap):
-                spaced.append(layer)
+        spaced = _spaced_layers(space.layers, space.min_gap, space.max_layers)
         gamma = DecompositionConfig(layers=tuple(spaced), rank=min(space.ranks))
         how = f"{len(spaced)} layer(s) at rank {min(space.ranks)}"
     most = parameter_report(space.spec, gamma).param_reduction_pct
