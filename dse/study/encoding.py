@@ -123,6 +123,8 @@ class Encoding(abc.ABC):
     by_construction: ClassVar[bool]
     #: Whether γ are kept-parameter ratios on every allowed layer (else layer sets at a rank).
     keeps_ratios: ClassVar[bool] = False
+    #: Whether γ mix rank-1 layers (the rules apply to them) with keep-ratio layers (``combined``).
+    mixes_deletions: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
@@ -332,7 +334,8 @@ def make_encoding(name: str, space: SearchSpace) -> Encoding:
     return ENCODINGS.get(name)(space)
 
 
-# The keep-ratio encodings (ratios, profile, spectrum) register themselves on import.
+# The keep-ratio encodings (ratios, profile, spectrum) and combined register themselves on import.
+from dse.study import encoding_combined as _encoding_combined  # noqa: E402, F401
 from dse.study import encoding_ratios as _encoding_ratios  # noqa: E402, F401
 
 
@@ -375,5 +378,6 @@ def paper_configs(encoding: Encoding, *, limit: int) -> tuple[list[PaperConfig],
         if params is None:
             skipped.append(f"{label}: not expressible in encoding {encoding.name!r}")
             continue
-        taken.append(PaperConfig(label=label, gamma=gamma, params=params))
+        # What the trial will measure: the encoding's own form of γ (e.g. two factors in ``combined``).
+        taken.append(PaperConfig(label=label, gamma=encoding.decode(params), params=params))
     return taken, skipped

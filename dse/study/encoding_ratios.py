@@ -22,16 +22,23 @@ rank-1 γ (``gaps``/``spacing``) stays a separate option in its own study.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dse.study.encoding import ENCODINGS, Encoding, Param, RejectedGamma
 from space.config import DecompositionConfig, rank_for_keep
 
-__all__ = ["RatiosEncoding", "ProfileEncoding", "SpectrumEncoding", "UNTOUCHED"]
+__all__ = ["RatiosEncoding", "ProfileEncoding", "SpectrumEncoding", "UNTOUCHED", "profile_keep"]
 
 #: Keep ratios at or above this leave the tensor undecomposed.
 UNTOUCHED = 0.995
+
+
+def profile_keep(layers: Sequence[int], keep_min: float, keep: float, slope: float, layer: int) -> float:
+    """Layer keep = keep + slope·(x − ½), x its position in [0, 1] across ``layers``, clipped to [keep_min, 1]."""
+    span = layers[-1] - layers[0]
+    position = (layer - layers[0]) / span if span else 0.5
+    return min(1.0, max(keep_min, keep + slope * (position - 0.5)))
 
 
 class _KeepEncoding(Encoding):
@@ -119,10 +126,7 @@ class ProfileEncoding(_KeepEncoding):
         return [self._keep_param("keep"), Param("slope", "float", -1.0, 1.0), *self._method_param()]
 
     def layer_keep(self, keep: float, slope: float, layer: int) -> float:
-        layers = self.space.layers
-        span = layers[-1] - layers[0]
-        position = (layer - layers[0]) / span if span else 0.5
-        return min(1.0, max(self.space.keep_min, keep + slope * (position - 0.5)))
+        return profile_keep(self.space.layers, self.space.keep_min, keep, slope, layer)
 
     def decode(self, params: Mapping[str, Any]) -> DecompositionConfig:
         keep, slope = float(params["keep"]), float(params["slope"])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from dse.study.claims import TOTAL_POOL
 from dse.study.dashboard import name_objectives
 from dse.study.definition import StudyDefinition, definition_diff
-from dse.study.encoding import Encoding, make_encoding, paper_configs
+from dse.study.encoding import ENCODINGS, Encoding, make_encoding, paper_configs
 from dse.study.goals import GOALS, Goal
 from dse.study.measuring import (
     BASELINE_ATTR,
@@ -144,7 +144,8 @@ def search_space_for(spec: ModelSpec, definition: StudyDefinition) -> SearchSpac
     return build_search_space(
         spec, definition.rules, min_layers=search.min_layers, max_layers=search.max_layers,
         max_rank=search.max_rank, methods=definition.methods, keep_min=search.keep_min,
-        min_reduction_pct=definition.min_param_reduction_pct, model=definition.model)
+        min_reduction_pct=definition.min_param_reduction_pct, model=definition.model,
+        mixes_deletions=ENCODINGS.get(search.encoding).mixes_deletions)
 
 
 def _create(storage: optuna.storages.RDBStorage, tables: EngineTables, definition: StudyDefinition,

@@ -43,6 +43,7 @@ class SearchSpace:
     keep_min: float = 0.5
     min_reduction_pct: float | None = None  # the parameter budget (γ below it are rejected)
     model: str = ""  # what the spectrum encoding reads weights from
+    mixes_deletions: bool = False  # the combined encoding: rank-1 layers under the rules, keep ratios elsewhere
 
     @property
     def tensor_labels(self) -> tuple[str, ...]:
@@ -81,6 +82,7 @@ def build_search_space(
     keep_min: float = 0.5,
     min_reduction_pct: float | None = None,
     model: str = "",
+    mixes_deletions: bool = False,
 ) -> SearchSpace:
     """Apply the rules and a study's bounds (its ``search`` section) to ``spec``.
 
@@ -95,6 +97,8 @@ def build_search_space(
         keep_min: their smallest kept-parameter ratio (``search.keep_min``).
         min_reduction_pct: the parameter budget; γ below it are rejected unmeasured.
         model: the model the spectrum encoding reads weights from.
+        mixes_deletions: γ mix rank-1 layers with keep-ratio layers (the ``combined``
+            encoding); the rules then apply to the rank-1 layers.
 
     Raises:
         InvalidConfigError: the rules (or the layer bounds) leave nothing to search; the
@@ -133,7 +137,7 @@ def build_search_space(
     return SearchSpace(spec=spec, rules=rules, layers=layers, min_gap=gap, tensor_sets=tensor_sets,
                        ranks=ranks, min_layers=min_layers, max_layers=max_layers,
                        methods=tuple(methods), keep_min=keep_min,
-                       min_reduction_pct=min_reduction_pct, model=model)
+                       min_reduction_pct=min_reduction_pct, model=model, mixes_deletions=mixes_deletions)
 
 
 def check_budget_reachable(space: SearchSpace, *, keep_ratios: bool) -> None:
@@ -150,7 +154,10 @@ def check_budget_reachable(space: SearchSpace, *, keep_ratios: bool) -> None:
     budget = space.min_reduction_pct
     if budget is None:
         return
-    if keep_ratios:
+    if space.mixes_deletions:
+        gamma = _deletions_and_keep(space, _spaced_layers(space.layers, space.min_gap, space.max_layers))
+        how = f"rank-{min(space.ranks)} layers as spaced as the rules allow, the rest at keep {space.keep_min:g}"
+    elif keep_ratios:
         gamma = DecompositionConfig(layers=tuple(space.layers), keep=space.keep_min)
         how = f"every allowed layer at search.keep_min = {space.keep_min:g}"
     else:
@@ -165,6 +172,39 @@ def check_budget_reachable(space: SearchSpace, *, keep_ratios: bool) -> None:
         )
 
 
+def _deletions_and_keep(space: SearchSpace, deleted: Sequence[int]) -> DecompositionConfig:
+    """γ of the combined encoding: ``deleted`` at the smallest rank, every other allowed layer at keep_min."""
+    from space.config import rank_for_keep
+
+    ranks = {f"{layer}:{t.name}": (min(space.ranks[0], t.rank) if layer in deleted
+                                   else rank_for_keep(t.out_features, t.in_features, space.keep_min))
+             for layer in space.layers for t in space.spec.tensors}
+    return DecompositionConfig(layers=tuple(space.layers), rank=None, ranks=ranks, two_factor=True)
+
+
+def _rank_one_layers(space: SearchSpace, gamma: DecompositionConfig) -> tuple[int, ...]:
+    """The layers of a combined γ whose every tensor sits at the smallest searched rank."""
+    smallest = space.ranks[0]
+    ranks = gamma.ranks or {}
+    return tuple(layer for layer in gamma.layers
+                 if all(ranks.get(f"{layer}:{t.name}", 0) <= smallest for t in space.spec.tensors))
+
+
+def _check_combined(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
+    """The rules and layer bounds on a combined γ's rank-1 layers; its other layers must be allowed."""
+    deleted = _rank_one_layers(space, gamma)
+    outside = sorted(set(gamma.layers) - set(space.layers))
+    if outside:
+        return f"layer {outside[0]} is outside the allowed layers {list(space.layers)}"
+    if len(deleted) > space.max_layers:
+        return f"{len(deleted)} rank-{space.ranks[0]} layers, above search.max_layers = {space.max_layers}"
+    if deleted:
+        verdict = space.rules.allows(space.spec, DecompositionConfig(layers=deleted, rank=space.ranks[0]))
+        if not verdict.allowed:
+            return f"rank-{space.ranks[0]} layers: {verdict.reason}"
+    return None
+
+
 def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
     """Why the study may not measure γ (a rule, the layer bounds), or None when it may."""
     try:
@@ -173,9 +213,12 @@ def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
         return f"invalid: {exc}"
     if not pairs:
         return "decomposes nothing: the original model is the baseline, not a trial"
-    verdict = space.rules.allows(space.spec, gamma)
-    if not verdict.allowed:
+    combined = space.mixes_deletions and gamma.is_two_factor() and gamma.ranks is not None
+    verdict = space.rules.allows(space.spec, gamma) if not combined else None
+    if verdict is not None and not verdict.allowed:
         return verdict.reason
+    if combined and (why := _check_combined(space, gamma)) is not None:
+        return why
     if space.min_reduction_pct is not None:
         from space.metrics import parameter_report
 

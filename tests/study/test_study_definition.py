@@ -13,7 +13,8 @@ from space.errors import DataError, InvalidConfigError
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 
-@pytest.mark.parametrize("name", ["smollm2-quick", "smollm2-full", "smollm2-profile", "llama2-7b-paper"])
+@pytest.mark.parametrize("name", ["smollm2-quick", "smollm2-full", "smollm2-profile", "smollm2-combined",
+                                  "llama2-7b-paper"])
 def test_shipped_definitions_load(name: str) -> None:
     definition = load_definition(STUDIES / f"{name}.toml")
     assert definition.study_name == name
