@@ -320,7 +320,7 @@ class DecompositionConfig(BaseModel):
         tensors = form["tensors"]
         tensor_label = "all" if list(tensors) == list(spec.tensor_names) else ",".join(tensors)
         rank = form["rank"]
-        rank_label = f"r={rank}" if isinstance(rank, int) else "r=mixed"
+        rank_label = f"r={rank}" if isinstance(rank, int) else _mixed_rank_label(rank or {}, form["layers"])
         if "keep" in form:
             rank_label = f"keep={form['keep']:g}"
         label = f"L[{_layer_runs(form['layers'])}] {tensor_label} {rank_label}"
@@ -329,6 +329,17 @@ class DecompositionConfig(BaseModel):
         elif "methods" in form:
             label += " " + ",".join(f"{t}:{m}" for t, m in form["methods"].items())
         return label
+
+
+def _mixed_rank_label(ranks: dict[str, int], layers: Sequence[int]) -> str:
+    """``r=lo..hi``; layers whose every tensor is at rank 1 named apart (the combined encoding's)."""
+    ones = [layer for layer in layers
+            if all(value == 1 for key, value in ranks.items() if key.split(":")[0] == str(layer))]
+    others = [value for key, value in ranks.items() if int(key.split(":")[0]) not in ones]
+    if not others:
+        return "r=1"
+    spread = f"r={min(others)}..{max(others)}" if min(others) != max(others) else f"r={others[0]}"
+    return f"r=1 on L[{_layer_runs(ones)}], {spread} elsewhere" if ones else spread
 
 
 def _layer_runs(layers: Sequence[int]) -> str:

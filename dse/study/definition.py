@@ -116,7 +116,8 @@ class SearchSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    encoding: str = Field(default="gaps", description="full, gaps or spacing (see docs/study.md).")
+    encoding: str = Field(default="gaps",
+                          description="full, gaps, spacing, combined, ratios, profile or spectrum (docs/study.md).")
     sampler: str = Field(default="tpe", description="tpe, nsga2, gp or random.")
     seed: int | None = Field(default=0, ge=0)
     min_layers: int = Field(default=1, ge=1)

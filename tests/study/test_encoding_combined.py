@@ -59,6 +59,9 @@ def test_decode_places_rank_one_layers_and_keeps_the_profile_elsewhere() -> None
         for t in SMOL.tensors:
             assert ranks[f"{layer}:{t.name}"] == rank_for_keep(t.out_features, t.in_features, keep)
     assert gamma.is_two_factor() and check_gamma(space, gamma) is None
+    others = [r for key, r in ranks.items() if int(key.split(":")[0]) not in deleted]
+    assert gamma.describe(SMOL) == (f"L[{','.join(map(str, gamma.layers[:1]))},10-29] all r=1 on "
+                                    f"L[{deleted[0]},{deleted[1]}], r={min(others)}..{max(others)} elsewhere svd-llm")
 
 
 @settings(max_examples=60, deadline=None)
