@@ -32,8 +32,8 @@ Obtain = Callable[[ResolvedPair, "torch.nn.Module", "torch.Tensor"],
 
 
 def factor_source(loaded: LoadedModel, cache: FactorCache | None, calibration: Calibration | None,
-                  methods: Mapping[str, str]) -> Obtain:
-    """The factors of each pair of ``loaded`` under its method in ``methods`` (tensor -> method)."""
+                  methods: Mapping[tuple[int, str], str]) -> Obtain:
+    """The factors of each pair of ``loaded`` under its method in ``methods`` ((layer, tensor) -> method)."""
     fingerprint = loaded.fingerprint
 
     def obtain(
@@ -43,7 +43,7 @@ def factor_source(loaded: LoadedModel, cache: FactorCache | None, calibration: C
 
         from dse.decompose import TuckerFactors, decompose
 
-        name = methods[pair.tensor]
+        name = methods[(pair.layer, pair.tensor)]
         if name == "activation":
             return None, False, None, 0.0
         if name in TWO_FACTOR_METHODS:

@@ -77,7 +77,7 @@ def prepare_calibration(loaded: LoadedModel, gamma: DecompositionConfig, method:
     from dse.calibration_store import load_or_collect
     from dse.methods import CALIBRATED_METHODS
 
-    used = {gamma.method_for(t, method) for t in gamma.tensor_names(loaded.spec)}
+    used = {gamma.method_for(t, method, layer) for layer in gamma.layers for t in gamma.tensor_names(loaded.spec)}
     if gamma.is_identity or not used & CALIBRATED_METHODS:
         return
     calibration, collected = load_or_collect(loaded, settings, cache_dir=cache_dir,

@@ -74,7 +74,7 @@ def _install(
     method: str,
     fold: bool,
     progress: bool,
-    methods: Mapping[str, str] | None = None,
+    methods: Mapping[tuple[int, str], str] | None = None,
 ) -> SurgeryReport:
     """Swap in the factorized layers; on any failure (Ctrl-C included) restore the model."""
     import torch
@@ -116,7 +116,7 @@ def _install(
                     replacement = adapters.factorized(current, original, tensor, factors, fold=fold)
                 originals.setdefault(path, original)
                 set_module(model, path, replacement)
-                tensor_method = (methods or {}).get(pair.tensor, method)
+                tensor_method = (methods or {}).get((pair.layer, pair.tensor), method)
                 results.append(TensorResult(layer=pair.layer, tensor=pair.tensor, rank=pair.rank,
                                             rel_error=float(rel_error), cached=hit,
                                             method=tensor_method, jitter=jitter))
@@ -189,8 +189,8 @@ def apply(
     default = method or "svd"
     _check_method(default)
     pairs = gamma.validate_for(loaded.spec)
-    methods = {p.tensor: gamma.method_for(p.tensor, default) for p in pairs}
-    for name, tensor_method in methods.items():
+    methods = {(p.layer, p.tensor): gamma.method_for(p.tensor, default, p.layer) for p in pairs}
+    for (_, name), tensor_method in methods.items():
         tensor = loaded.spec.tensor(name)
         if tensor.kind != "linear" and (tensor_method == "activation" or tensor_method in TWO_FACTOR_METHODS):
             raise InvalidConfigError(

@@ -188,8 +188,10 @@ class DecompositionConfig(BaseModel):
         """True for the original, undecomposed model (Def. 2 with empty sets)."""
         return not self.layers
 
-    def method_for(self, tensor: str, default: str = "svd") -> str:
-        """The method that decomposes ``tensor``: per tensor type, else γ's, else ``default``."""
+    def method_for(self, tensor: str, default: str = "svd", layer: int | None = None) -> str:
+        """The method that decomposes ``tensor`` (of ``layer``): per pair, per tensor type, γ's, ``default``."""
+        if self.methods and layer is not None and _pair_key(layer, tensor) in self.methods:
+            return self.methods[_pair_key(layer, tensor)]
         if self.methods and tensor in self.methods:
             return self.methods[tensor]
         return self.method or default
@@ -234,8 +236,12 @@ class DecompositionConfig(BaseModel):
                     "ranks must cover exactly the decomposed (layer, tensor) pairs (Prop. 1): "
                     + "; ".join(parts)
                 )
-        for name in self.methods or {}:
-            spec.tensor(name)  # raises with the allowed names
+        decomposed = {_pair_key(layer, name) for layer, name in wanted}
+        for key in self.methods or {}:
+            if ":" not in key:
+                spec.tensor(key)  # raises with the allowed names
+            elif key not in decomposed:
+                raise InvalidConfigError(f"a method is given for {key}, a (layer:tensor) pair γ does not decompose")
         pairs = []
         for layer, name in wanted:
             rank: int | None
@@ -271,14 +277,19 @@ class DecompositionConfig(BaseModel):
         if self.keep is not None:
             form["keep"] = self.keep
         names = form["tensors"]
-        methods = {n: self.method_for(n, "") for n in names}
-        if any(methods.values()):
-            distinct = set(methods.values())
+        per_pair = {_pair_key(p.layer, p.tensor): self.method_for(p.tensor, "", p.layer) for p in pairs}
+        by_tensor = {n: {per_pair[_pair_key(p.layer, n)] for p in pairs if p.tensor == n} for n in names}
+        layer_free = all(len(found) == 1 for found in by_tensor.values())
+        methods = {n: next(iter(found)) for n, found in by_tensor.items()}
+        if any(per_pair.values()):
+            distinct = set(per_pair.values())
             if len(distinct) == 1 and "" not in distinct:
                 form["method"] = distinct.pop()
-            else:
+            elif layer_free:  # per tensor type: the form (and hash) every such γ always had
                 form["methods"] = {n: m for n, m in methods.items() if m}
-        used = set(methods.values()) - {""}
+            else:
+                form["methods"] = {k: m for k, m in per_pair.items() if m}
+        used = set(per_pair.values()) - {""}
         automatic = self.keep is not None or bool(used & TWO_FACTOR_METHODS)
         two = self.two_factor if self.two_factor is not None else automatic
         if two or automatic:
@@ -326,9 +337,24 @@ class DecompositionConfig(BaseModel):
         label = f"L[{_layer_runs(form['layers'])}] {tensor_label} {rank_label}"
         if "method" in form:
             label += f" {form['method']}"
-        elif "methods" in form:
+        elif "methods" in form and not any(":" in key for key in form["methods"]):
             label += " " + ",".join(f"{t}:{m}" for t, m in form["methods"].items())
+        elif "methods" in form:
+            label += " " + _pair_methods_label(form["methods"])
         return label
+
+
+def _pair_methods_label(methods: dict[str, str]) -> str:
+    """Per-pair methods by layer: the most common, then each other one with its layers."""
+    by_layer: dict[int, set[str]] = {}
+    for key, method in methods.items():
+        by_layer.setdefault(int(key.split(":")[0]), set()).add(method)
+    labels = {layer: "+".join(sorted(found)) for layer, found in by_layer.items()}
+    counts = {label: sum(1 for x in labels.values() if x == label) for label in set(labels.values())}
+    common = max(sorted(counts), key=lambda label: counts[label])
+    others = sorted(set(labels.values()) - {common})
+    rest = [f"{m} on L[{_layer_runs(sorted(n for n, x in labels.items() if x == m))}]" for m in others]
+    return ", ".join([*rest, f"{common} elsewhere"]) if rest else common
 
 
 def _mixed_rank_label(ranks: dict[str, int], layers: Sequence[int]) -> str:

@@ -112,7 +112,7 @@ def parameter_report(spec: ModelSpec, gamma: DecompositionConfig) -> ParameterRe
         tensor = spec.tensor(pair.tensor)
         height, width = tensor.shape
         before = tensor.params
-        if gamma.method_for(pair.tensor) == "activation":
+        if gamma.method_for(pair.tensor, layer=pair.layer) == "activation":
             after = before  # run-time decomposition of the input: the weight stays whole
         else:  # every expert's matrix of an MoE tensor
             after = tensor.factored_params(pair.rank, two_factor=two_factor)

@@ -5,14 +5,17 @@
     the smallest searched rank (the paper's rank 1, in effect deleting them) exactly as
     ``gaps`` does, under the same rules (skip-early, min-distance, …); ``keep`` and
     ``slope`` set a kept-parameter ratio per remaining allowed layer exactly as
-    ``profile`` does (layers at or above :data:`UNTOUCHED` stay whole). Every factor is
-    two matrices, from the study's method (``svd-llm``: the rank-1 layers are whitened
-    too).
+    ``profile`` does (layers at or above :data:`UNTOUCHED` stay whole). The keep-ratio
+    layers use the study's method (e.g. ``svd-llm``), the rank-1 layers plain SVD
+    (:data:`RANK_ONE_METHOD`, per (layer, tensor) in γ's ``methods``); every factor is two
+    matrices when both kinds are present. With no keep-ratio layer, γ is the paper's own
+    (rank 1, three factors), as ``gaps`` gives it.
 
 Why one γ: a γ is layers × tensor types with a rank per pair (Def. 2–3), so rank-1
 layers and keep-ratio layers of all seven tensors fit one configuration; the rules of
 the paper's space apply to the rank-1 layers (:func:`dse.study.search_space.check_gamma`).
-The Table IV seeds are expressible (``keep`` = 1: nothing else compressed).
+The Table IV seeds are expressible (``keep`` = 1: nothing else compressed) and decode
+to exactly the γ the quick study measures, with the method named.
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ from dse.study.search_space import SearchSpace
 from space.config import DecompositionConfig, rank_for_keep
 from space.errors import InvalidConfigError
 
-__all__ = ["CombinedEncoding"]
+__all__ = ["CombinedEncoding", "RANK_ONE_METHOD"]
+
+#: How the rank-1 layers are factored: plain truncated SVD, the paper's. Whitened rank-1
+#: factors (svd-llm) cost more accuracy: Table IV's L[2,27] dropped 7.5 pp with them and
+#: stayed within τ = 4 with plain SVD on the same 120 documents (docs/study.md).
+RANK_ONE_METHOD = "svd"
 
 
 class CombinedEncoding(GapsEncoding):
@@ -70,18 +78,17 @@ class CombinedEncoding(GapsEncoding):
         method = str(params["method"]) if len(self.methods) > 1 else self.methods[0]
         ranks: dict[str, int] = {}
         for layer in space.layers:
-            if layer in deleted:
-                ranks |= {f"{layer}:{t.name}": min(space.ranks[0], t.rank) for t in spec.tensors}
-                continue
             layer_keep = profile_keep(space.layers, space.keep_min, keep, slope, layer)
-            if layer_keep < UNTOUCHED:
+            if layer not in deleted and layer_keep < UNTOUCHED:
                 ranks |= {f"{layer}:{t.name}": rank_for_keep(t.out_features, t.in_features, layer_keep)
                           for t in spec.tensors}
-        if not ranks:
-            return DecompositionConfig()
-        layers = tuple(sorted({int(key.split(":")[0]) for key in ranks}))
-        return DecompositionConfig(layers=layers, tensors="all", rank=None, ranks=ranks, method=method,
-                                   two_factor=True)
+        if not ranks:  # rank-1 layers only: the paper's γ, as the gaps encoding gives it
+            return DecompositionConfig(layers=deleted, rank=space.ranks[0], method=RANK_ONE_METHOD) if deleted \
+                else DecompositionConfig()
+        rank_one = {f"{layer}:{t.name}": min(space.ranks[0], t.rank) for layer in deleted for t in spec.tensors}
+        layers = tuple(sorted({int(key.split(":")[0]) for key in ranks | rank_one}))
+        return DecompositionConfig(layers=layers, tensors="all", rank=None, ranks=ranks | rank_one, method=method,
+                                   methods=dict.fromkeys(rank_one, RANK_ONE_METHOD) or None, two_factor=True)
 
     def encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
         """Parameters of a rank-1 layer set (a Table IV seed) with nothing else compressed."""

@@ -286,3 +286,13 @@ def test_smollm2_says_paris_and_early_layers_break_it(smol: LoadedModel) -> None
     assert damaged_logits.argmax() != expected.argmax()
     assert damaged != original
     assert surgery.greedy_continuation(smol, PROMPT, max_new_tokens=8) == original
+
+
+def test_methods_per_layer_and_tensor_pair(tiny: LoadedModel) -> None:
+    # The combined encoding's γ: one layer by one method, another layer by another.
+    pairs = {f"{layer}:{name}": 2 for layer in (1, 3) for name in tiny.spec.tensor_names}
+    gamma = DecompositionConfig(layers=(1, 3), rank=None, ranks=pairs, method="svd",
+                                methods={f"3:{name}": "hooi" for name in tiny.spec.tensor_names}, two_factor=True)
+    report = surgery.apply(tiny, gamma)
+    assert {(r.layer, r.method) for r in report.per_tensor} == {(1, "svd"), (3, "hooi")}
+    assert report.method == "mixed"

@@ -184,3 +184,20 @@ def test_budget_goal_reports_its_front_against_the_parameter_reduction() -> None
     quick = StudyHandle(study=None, definition=load_definition(ROOT / "studies" / "smollm2-quick.toml"),
                         target=None)  # type: ignore[arg-type]
     assert quick.default_front_metrics() == ["edp_ratio", "accuracy_drop_pp"]
+
+
+def test_methods_per_pair_round_trip_and_keep_the_per_tensor_form_when_layer_free() -> None:
+    ranks = {f"{layer}:{t}": 4 for layer in (2, 5) for t in SPEC.tensor_names}
+    per_pair = DecompositionConfig(layers=(2, 5), rank=None, ranks=ranks, method="svd-llm",
+                                   methods={f"2:{t}": "svd" for t in SPEC.tensor_names}, two_factor=True)
+    assert per_pair.method_for("q", layer=2) == "svd" and per_pair.method_for("q", layer=5) == "svd-llm"
+    form = per_pair.canonical(SPEC)
+    assert "method" not in form and form["methods"]["2:up"] == "svd" and form["methods"]["5:up"] == "svd-llm"
+    back = DecompositionConfig.from_canonical(form)
+    assert back.hash(SPEC) == per_pair.hash(SPEC) and back.method_for("down", layer=2) == "svd"
+    assert per_pair.describe(SPEC) == "L[2,5] all r=4 svd-llm on L[5], svd elsewhere"  # a tie: sorted first
+    # The same method on every layer of a tensor type: the per-tensor form (and hash) as before.
+    layer_free = DecompositionConfig(layers=(2, 5), rank=4, methods={"2:q": "asvd", "5:q": "asvd"})
+    assert layer_free.hash(SPEC) == DecompositionConfig(layers=(2, 5), rank=4, methods={"q": "asvd"}).hash(SPEC)
+    with pytest.raises(InvalidConfigError, match=r"a method is given for 3:q, a \(layer:tensor\) pair γ does not"):
+        DecompositionConfig(layers=(2,), rank=4, methods={"3:q": "svd"}).validate_for(SPEC)
