@@ -136,6 +136,18 @@ class SearchSection(BaseModel):
         default=None, description="Methods a keep-ratio encoding chooses among (default: evaluation.method).",
     )
     keep_min: float = Field(default=0.5, gt=0.0, lt=1.0, description="Smallest kept-parameter ratio searched.")
+    rank_one_method: str | None = Field(
+        default=None, description="combined: the method of the rank-1 layers (default: the study's method).",
+    )
+
+    @field_validator("rank_one_method")
+    @classmethod
+    def _rank_one_method_known(cls, value: str | None) -> str | None:
+        from space.config import METHOD_NAMES
+
+        if value is not None and value not in METHOD_NAMES:
+            raise ValueError(f"unknown method {value!r}; allowed: {', '.join(METHOD_NAMES)}")
+        return value
 
     @field_validator("methods")
     @classmethod
@@ -318,7 +330,7 @@ class StudyDefinition(BaseModel):
                 data.pop(key, None)
         # How accuracy is computed, not what: toggling it resumes the study (see EvaluationSection.fast).
         data["evaluation"].pop("fast", None)
-        for key, default in (("methods", None), ("keep_min", 0.5)):
+        for key, default in (("methods", None), ("keep_min", 0.5), ("rank_one_method", None)):
             if data["search"].get(key) == default:
                 data["search"].pop(key, None)
         return data

@@ -5,17 +5,16 @@
     the smallest searched rank (the paper's rank 1, in effect deleting them) exactly as
     ``gaps`` does, under the same rules (skip-early, min-distance, …); ``keep`` and
     ``slope`` set a kept-parameter ratio per remaining allowed layer exactly as
-    ``profile`` does (layers at or above :data:`UNTOUCHED` stay whole). The keep-ratio
-    layers use the study's method (e.g. ``svd-llm``), the rank-1 layers plain SVD
-    (:data:`RANK_ONE_METHOD`, per (layer, tensor) in γ's ``methods``); every factor is two
-    matrices when both kinds are present. With no keep-ratio layer, γ is the paper's own
-    (rank 1, three factors), as ``gaps`` gives it.
+    ``profile`` does (layers at or above :data:`UNTOUCHED` stay whole). Both use the
+    study's method (e.g. ``svd-llm``), unless ``search.rank_one_method`` names another for
+    the rank-1 layers (per (layer, tensor) pair in γ's ``methods``): on SmolLM2 whitened
+    rank-1 factors lost less accuracy than plain SVD's on Table IV's L[2,27] (docs/study.md).
+    Factors are two matrices when keep-ratio layers are present.
 
 Why one γ: a γ is layers × tensor types with a rank per pair (Def. 2–3), so rank-1
 layers and keep-ratio layers of all seven tensors fit one configuration; the rules of
 the paper's space apply to the rank-1 layers (:func:`dse.study.search_space.check_gamma`).
-The Table IV seeds are expressible (``keep`` = 1: nothing else compressed) and decode
-to exactly the γ the quick study measures, with the method named.
+The Table IV seeds are expressible (``keep`` = 1: nothing else compressed).
 """
 
 from __future__ import annotations
@@ -29,12 +28,8 @@ from dse.study.search_space import SearchSpace
 from space.config import DecompositionConfig, rank_for_keep
 from space.errors import InvalidConfigError
 
-__all__ = ["CombinedEncoding", "RANK_ONE_METHOD"]
+__all__ = ["CombinedEncoding"]
 
-#: How the rank-1 layers are factored: plain truncated SVD, the paper's. Whitened rank-1
-#: factors (svd-llm) cost more accuracy: Table IV's L[2,27] dropped 7.5 pp with them and
-#: stayed within τ = 4 with plain SVD on the same 120 documents (docs/study.md).
-RANK_ONE_METHOD = "svd"
 
 
 class CombinedEncoding(GapsEncoding):
@@ -82,13 +77,15 @@ class CombinedEncoding(GapsEncoding):
             if layer not in deleted and layer_keep < UNTOUCHED:
                 ranks |= {f"{layer}:{t.name}": rank_for_keep(t.out_features, t.in_features, layer_keep)
                           for t in spec.tensors}
-        if not ranks:  # rank-1 layers only: the paper's γ, as the gaps encoding gives it
-            return DecompositionConfig(layers=deleted, rank=space.ranks[0], method=RANK_ONE_METHOD) if deleted \
+        one_method = space.rank_one_method or method
+        if not ranks:  # rank-1 layers only: the paper's γ, as the gaps encoding gives it, by one_method
+            return DecompositionConfig(layers=deleted, rank=space.ranks[0], method=one_method) if deleted \
                 else DecompositionConfig()
         rank_one = {f"{layer}:{t.name}": min(space.ranks[0], t.rank) for layer in deleted for t in spec.tensors}
         layers = tuple(sorted({int(key.split(":")[0]) for key in ranks | rank_one}))
+        per_pair = dict.fromkeys(rank_one, one_method) if one_method != method else {}
         return DecompositionConfig(layers=layers, tensors="all", rank=None, ranks=ranks | rank_one, method=method,
-                                   methods=dict.fromkeys(rank_one, RANK_ONE_METHOD) or None, two_factor=True)
+                                   methods=per_pair or None, two_factor=True)
 
     def encode(self, gamma: DecompositionConfig) -> dict[str, Any] | None:
         """Parameters of a rank-1 layer set (a Table IV seed) with nothing else compressed."""

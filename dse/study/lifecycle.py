@@ -145,7 +145,7 @@ def search_space_for(spec: ModelSpec, definition: StudyDefinition) -> SearchSpac
         spec, definition.rules, min_layers=search.min_layers, max_layers=search.max_layers,
         max_rank=search.max_rank, methods=definition.methods, keep_min=search.keep_min,
         min_reduction_pct=definition.min_param_reduction_pct, model=definition.model,
-        mixes_deletions=ENCODINGS.get(search.encoding).mixes_deletions)
+        mixes_deletions=ENCODINGS.get(search.encoding).mixes_deletions, rank_one_method=search.rank_one_method)
 
 
 def _create(storage: optuna.storages.RDBStorage, tables: EngineTables, definition: StudyDefinition,

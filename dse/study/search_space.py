@@ -44,6 +44,7 @@ class SearchSpace:
     min_reduction_pct: float | None = None  # the parameter budget (γ below it are rejected)
     model: str = ""  # what the spectrum encoding reads weights from
     mixes_deletions: bool = False  # the combined encoding: rank-1 layers under the rules, keep ratios elsewhere
+    rank_one_method: str | None = None  # combined: the rank-1 layers' method (None: the keep layers')
 
     @property
     def tensor_labels(self) -> tuple[str, ...]:
@@ -83,6 +84,7 @@ def build_search_space(
     min_reduction_pct: float | None = None,
     model: str = "",
     mixes_deletions: bool = False,
+    rank_one_method: str | None = None,
 ) -> SearchSpace:
     """Apply the rules and a study's bounds (its ``search`` section) to ``spec``.
 
@@ -99,6 +101,8 @@ def build_search_space(
         model: the model the spectrum encoding reads weights from.
         mixes_deletions: γ mix rank-1 layers with keep-ratio layers (the ``combined``
             encoding); the rules then apply to the rank-1 layers.
+        rank_one_method: how the combined encoding factors its rank-1 layers (None: the
+            method of its keep-ratio layers).
 
     Raises:
         InvalidConfigError: the rules (or the layer bounds) leave nothing to search; the
@@ -137,7 +141,8 @@ def build_search_space(
     return SearchSpace(spec=spec, rules=rules, layers=layers, min_gap=gap, tensor_sets=tensor_sets,
                        ranks=ranks, min_layers=min_layers, max_layers=max_layers,
                        methods=tuple(methods), keep_min=keep_min,
-                       min_reduction_pct=min_reduction_pct, model=model, mixes_deletions=mixes_deletions)
+                       min_reduction_pct=min_reduction_pct, model=model, mixes_deletions=mixes_deletions,
+                       rank_one_method=rank_one_method)
 
 
 def check_budget_reachable(space: SearchSpace, *, keep_ratios: bool) -> None:

@@ -39,11 +39,12 @@ def test_table_iv_seeds_are_rank_one_layers_and_nothing_else() -> None:
     assert [c.gamma.layers for c in taken] == [(2, 27), (2, 16, 29)] and not skipped
     for config in taken:
         assert config.params["keep"] == 1.0 and config.params["slope"] == 0.0
-        # The paper's own γ (rank 1, three factors, plain SVD), as the quick study measures it.
-        assert config.gamma == DecompositionConfig(layers=config.gamma.layers, rank=1, method="svd")
+        # The paper's γ (rank 1, whole layers) by the study's method: two factors for svd-llm.
+        assert config.gamma == DecompositionConfig(layers=config.gamma.layers, rank=1, method="svd-llm")
+        assert config.gamma.is_two_factor()
         assert check_gamma(encoding.space, config.gamma) is None
     # Rank 1 on 2 of 30 layers: 5.25 % of SmolLM2's parameters.
-    assert parameter_report(SMOL, taken[0].gamma).param_reduction_pct == pytest.approx(5.2466, abs=1e-3)
+    assert parameter_report(SMOL, taken[0].gamma).param_reduction_pct == pytest.approx(5.2467, abs=1e-3)
 
 
 def test_decode_places_rank_one_layers_and_keeps_the_profile_elsewhere() -> None:
@@ -60,13 +61,18 @@ def test_decode_places_rank_one_layers_and_keeps_the_profile_elsewhere() -> None
         for t in SMOL.tensors:
             assert ranks[f"{layer}:{t.name}"] == rank_for_keep(t.out_features, t.in_features, keep)
     assert gamma.is_two_factor() and check_gamma(space, gamma) is None
-    assert {gamma.method_for(t, layer=x) for x in deleted for t in SMOL.tensor_names} == {"svd"}
-    assert {gamma.method_for(t, layer=x) for x in set(gamma.layers) - set(deleted) for t in SMOL.tensor_names} \
-        == {"svd-llm"}
+    assert gamma.method == "svd-llm" and gamma.methods is None
     others = [r for key, r in ranks.items() if int(key.split(":")[0]) not in deleted]
     runs = f"L[{deleted[0]},{deleted[1]}]"
     assert gamma.describe(SMOL) == (f"L[{gamma.layers[0]},10-29] all r=1 on {runs}, r={min(others)}..{max(others)} "
-                                    f"elsewhere svd on {runs}, svd-llm elsewhere")
+                                    f"elsewhere svd-llm")
+    # search.rank_one_method: the rank-1 layers by another method, named per (layer, tensor) pair.
+    plain = make_encoding("combined", _space(rank_one_method="svd")).decode(_params(2, keep=0.9, slope=-0.4))
+    assert {plain.method_for(t, layer=x) for x in deleted for t in SMOL.tensor_names} == {"svd"}
+    assert {plain.method_for(t, layer=x) for x in set(plain.layers) - set(deleted) for t in SMOL.tensor_names} \
+        == {"svd-llm"}
+    assert plain.describe(SMOL).endswith(f"svd on {runs}, svd-llm elsewhere")
+    assert plain.ranks == gamma.ranks and plain.hash(SMOL) != gamma.hash(SMOL)
 
 
 @settings(max_examples=60, deadline=None)
@@ -171,7 +177,7 @@ def test_a_combined_study_stores_what_its_parameters_decode_to(tmp_path: Path, d
         assert reductions[trial.number] == pytest.approx(parameter_report(spec, gamma).param_reduction_pct)
     seed = trials[0]
     assert seed.user_attrs["paper_seed"].startswith("Table IV")
-    assert seed.user_attrs["gamma"]["rank"] == 1 and seed.user_attrs["gamma"]["method"] == "svd"
+    assert seed.user_attrs["gamma"]["rank"] == 1 and seed.user_attrs["gamma"]["method"] == "svd-llm"
 
 
 def test_shipped_combined_study_passes_its_checks_and_seeds_table_iv() -> None:
