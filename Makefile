@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/dse study run studies/smollm2-quick.toml
+	$(BIN)/dse study run studies/smollm2-combined.toml
 
 # Lint (ruff, pydocstyle Google convention) and type check (mypy; strict for space/ and
 # objectives/), both configured in pyproject.toml; every test run starts with them.
