@@ -31,7 +31,6 @@ from space.errors import InvalidConfigError
 __all__ = ["CombinedEncoding"]
 
 
-
 class CombinedEncoding(GapsEncoding):
     """Rank-1 layers placed by gaps, and a keep-ratio profile over the other allowed layers."""
 
