@@ -361,9 +361,7 @@ def _mixed_rank_label(ranks: dict[str, int], layers: Sequence[int]) -> str:
     """``r=lo..hi``; layers whose every tensor is at rank 1 named apart (the combined encoding's)."""
     ones = [layer for layer in layers
             if all(value == 1 for key, value in ranks.items() if key.split(":")[0] == str(layer))]
-    others = [value for key, value in ranks.items() if int(key.split(":")[0]) not in ones]
-    if not others:
-        return "r=1"
+    others = [value for key, value in ranks.items() if int(key.split(":")[0]) not in ones]  # never empty: ranks differ
     spread = f"r={min(others)}..{max(others)}" if min(others) != max(others) else f"r={others[0]}"
     return f"r=1 on L[{_layer_runs(ones)}], {spread} elsewhere" if ones else spread
 

@@ -111,6 +111,14 @@ class EvaluationSection(BaseModel):
         return value
 
 
+def _check_method_names(names: tuple[str, ...]) -> None:
+    from space.config import METHOD_NAMES
+
+    for name in names:
+        if name not in METHOD_NAMES:
+            raise ValueError(f"unknown method {name!r}; allowed: {', '.join(METHOD_NAMES)}")
+
+
 class SearchSection(BaseModel):
     """How γ is searched: encoding, sampler, bounds on the number of layers and the rank."""
 
@@ -143,20 +151,13 @@ class SearchSection(BaseModel):
     @field_validator("rank_one_method")
     @classmethod
     def _rank_one_method_known(cls, value: str | None) -> str | None:
-        from space.config import METHOD_NAMES
-
-        if value is not None and value not in METHOD_NAMES:
-            raise ValueError(f"unknown method {value!r}; allowed: {', '.join(METHOD_NAMES)}")
+        _check_method_names((value,) if value is not None else ())
         return value
 
     @field_validator("methods")
     @classmethod
     def _methods_known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        from space.config import METHOD_NAMES
-
-        for name in value or ():
-            if name not in METHOD_NAMES:
-                raise ValueError(f"unknown method {name!r}; allowed: {', '.join(METHOD_NAMES)}")
+        _check_method_names(value or ())
         if value is not None and (not value or len(set(value)) != len(value)):
             raise ValueError(f"search.methods must list distinct methods, got {list(value)}")
         return value

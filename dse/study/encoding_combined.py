@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dse.study.encoding import ENCODINGS, GapsEncoding, Param
-from dse.study.encoding_ratios import UNTOUCHED, profile_keep
+from dse.study.encoding_ratios import UNTOUCHED, MethodChoice, profile_keep
 from dse.study.search_space import SearchSpace
 from space.config import DecompositionConfig, rank_for_keep
 from space.errors import InvalidConfigError
@@ -31,7 +31,7 @@ from space.errors import InvalidConfigError
 __all__ = ["CombinedEncoding"]
 
 
-class CombinedEncoding(GapsEncoding):
+class CombinedEncoding(MethodChoice, GapsEncoding):
     """Rank-1 layers placed by gaps, and a keep-ratio profile over the other allowed layers."""
 
     name = "combined"
@@ -47,18 +47,12 @@ class CombinedEncoding(GapsEncoding):
                 "whole-layers (they apply to its rank-1 layers; the keep ratios set the other ranks)"
             )
 
-    @property
-    def methods(self) -> tuple[str, ...]:
-        return self.space.methods or ("svd",)
-
     def params(self) -> list[Param]:
         space = self.space
         out = [Param("n_layers", "int", 0, space.max_layers)]
         out += [Param(f"gap_{i}", "float", 0.0, 1.0) for i in range(space.max_layers + 1)]
-        out += [Param("keep", "float", space.keep_min, 1.0), Param("slope", "float", -1.0, 1.0)]
-        if len(self.methods) > 1:
-            out.append(Param("method", "categorical", choices=self.methods))
-        return out
+        return [*out, Param("keep", "float", space.keep_min, 1.0), Param("slope", "float", -1.0, 1.0),
+                *self._method_param()]
 
     def _n_layers(self, params: Mapping[str, Any]) -> int:
         return int(params["n_layers"])
@@ -69,7 +63,7 @@ class CombinedEncoding(GapsEncoding):
         n = self._n_layers(params)
         deleted = super().decode(params).layers if n else ()
         keep, slope = float(params["keep"]), float(params["slope"])
-        method = str(params["method"]) if len(self.methods) > 1 else self.methods[0]
+        method = self._method(params)
         ranks: dict[str, int] = {}
         for layer in space.layers:
             layer_keep = profile_keep(space.layers, space.keep_min, keep, slope, layer)

@@ -26,9 +26,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dse.study.encoding import ENCODINGS, Encoding, Param, RejectedGamma
+from dse.study.search_space import SearchSpace
 from space.config import DecompositionConfig, rank_for_keep
 
-__all__ = ["RatiosEncoding", "ProfileEncoding", "SpectrumEncoding", "UNTOUCHED", "profile_keep"]
+__all__ = ["RatiosEncoding", "ProfileEncoding", "SpectrumEncoding", "UNTOUCHED", "MethodChoice", "profile_keep"]
 
 #: Keep ratios at or above this leave the tensor undecomposed.
 UNTOUCHED = 0.995
@@ -41,9 +42,10 @@ def profile_keep(layers: Sequence[int], keep_min: float, keep: float, slope: flo
     return min(1.0, max(keep_min, keep + slope * (position - 0.5)))
 
 
-class _KeepEncoding(Encoding):
-    by_construction = True
-    keeps_ratios = True
+class MethodChoice:
+    """The method parameter of an encoding over ``search.methods`` (none when there is one method)."""
+
+    space: SearchSpace
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -54,6 +56,11 @@ class _KeepEncoding(Encoding):
 
     def _method(self, params: Mapping[str, Any]) -> str:
         return str(params["method"]) if len(self.methods) > 1 else self.methods[0]
+
+
+class _KeepEncoding(MethodChoice, Encoding):
+    by_construction = True
+    keeps_ratios = True
 
     def _keep_param(self, name: str) -> Param:
         return Param(name, "float", self.space.keep_min, 1.0)

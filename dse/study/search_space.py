@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from space.config import DecompositionConfig
+from space.config import DecompositionConfig, rank_for_keep
 from space.errors import InvalidConfigError
 from space.rules import (
     RuleSet,
@@ -179,8 +179,6 @@ def check_budget_reachable(space: SearchSpace, *, keep_ratios: bool) -> None:
 
 def _deletions_and_keep(space: SearchSpace, deleted: Sequence[int]) -> DecompositionConfig:
     """γ of the combined encoding: ``deleted`` at the smallest rank, every other allowed layer at keep_min."""
-    from space.config import rank_for_keep
-
     ranks = {f"{layer}:{t.name}": (min(space.ranks[0], t.rank) if layer in deleted
                                    else rank_for_keep(t.out_features, t.in_features, space.keep_min))
              for layer in space.layers for t in space.spec.tensors}
@@ -218,11 +216,12 @@ def check_gamma(space: SearchSpace, gamma: DecompositionConfig) -> str | None:
         return f"invalid: {exc}"
     if not pairs:
         return "decomposes nothing: the original model is the baseline, not a trial"
-    combined = space.mixes_deletions and gamma.is_two_factor() and gamma.ranks is not None
-    verdict = space.rules.allows(space.spec, gamma) if not combined else None
-    if verdict is not None and not verdict.allowed:
-        return verdict.reason
-    if combined and (why := _check_combined(space, gamma)) is not None:
+    if space.mixes_deletions and gamma.is_two_factor() and gamma.ranks is not None:
+        why = _check_combined(space, gamma)  # the rules bind its rank-1 layers only
+    else:
+        verdict = space.rules.allows(space.spec, gamma)
+        why = None if verdict.allowed else verdict.reason
+    if why is not None:
         return why
     if space.min_reduction_pct is not None:
         from space.metrics import parameter_report
